@@ -1,0 +1,3 @@
+from laionet.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""Shard outputs and resume.
+
+Each stage writes one parquet file per shard and output name into a work folder, to a temporary name
+first and renamed when complete, with the shard's counts in a JSON file beside it. A shard whose files
+exist is done: a rerun skips it, so nothing is computed twice, lost or duplicated. When all shards are
+done their files are concatenated, in shard order, into the stage's outputs and the work folder is
+removed. The work folder remembers what it was started with; a rerun with other inputs or parameters is
+refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from laionet.errors import LaionetError
+from laionet.io.atomic import atomic_path, write_text_atomic
+
+
+class ShardStore:
+    def __init__(self, workdir: str | Path, outputs: list[str], fingerprint: dict):
+        self.workdir = Path(workdir)
+        self.outputs = outputs
+        self.fingerprint = json.loads(json.dumps(fingerprint, default=str))
+
+    def open(self) -> None:
+        marker = self.workdir / "fingerprint.json"
+        if marker.exists():
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+            if previous != self.fingerprint:
+                raise LaionetError(f"{self.workdir}: holds partial results of a run with other inputs or "
+                                   f"parameters; remove it, or rerun with --overwrite")
+        else:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(marker, json.dumps(self.fingerprint, indent=1, sort_keys=True))
+
+    def reset(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _file(self, output: str, shard_name: str) -> Path:
+        return self.workdir / output / f"{shard_name}.parquet"
+
+    def _stats_file(self, shard_name: str) -> Path:
+        return self.workdir / "stats" / f"{shard_name}.json"
+
+    def is_done(self, shard_name: str) -> bool:
+        return self._stats_file(shard_name).exists()
+
+    def write(self, shard_name: str, tables: dict[str, pa.Table], stats: dict) -> None:
+        # outputs first, the stats file last: it is the shard's completion marker
+        for output in self.outputs:
+            with atomic_path(self._file(output, shard_name)) as tmp:
+                pq.write_table(tables[output], tmp)
+        write_text_atomic(self._stats_file(shard_name), json.dumps(stats, default=str))
+
+    def stats(self, shard_name: str) -> dict:
+        return json.loads(self._stats_file(shard_name).read_text(encoding="utf-8"))
+
+    def concatenate(self, output: str, shard_names: list[str], path: str | Path, schema: pa.Schema,
+                    row_group_size: int = 128 * 1024) -> int:
+        """Stream the shard files of `output`, in order, into one parquet file. Returns its row count."""
+        rows = 0
+        with atomic_path(path) as tmp:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for name in shard_names:
+                    table = pq.read_table(self._file(output, name))
+                    if table.num_rows:
+                        writer.write_table(table.cast(schema), row_group_size=row_group_size)
+                        rows += table.num_rows
+        return rows
+
+    def first_schema(self, output: str, shard_names: list[str]) -> pa.Schema:
+        return pq.read_schema(self._file(output, shard_names[0]))

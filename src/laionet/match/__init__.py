@@ -1,0 +1,1 @@
+"""Caption-to-lemma matching (spec §1.3)."""

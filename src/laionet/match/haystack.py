@@ -1,0 +1,45 @@
+"""Turn a column of captions into one searchable byte string, without a per-row Python loop.
+
+Every caption is padded with spaces and the padded captions are laid end to end, so a single automaton
+pass over the buffer finds the matches of all rows; a match's row is found from the Arrow offsets with a
+binary search. Padding keeps rows apart: a pattern is a space-padded phrase with single spaces inside,
+and two adjacent rows are separated by at least two spaces, so no match can span two rows.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# bytes.translate table: string.punctuation -> space. ASCII bytes never occur inside a multi-byte UTF-8
+# sequence, so a byte-wise translation is exactly the original character-wise replacement (spec §1.3).
+PUNCTUATION_TO_SPACE = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
+
+
+@dataclass
+class Haystack:
+    data: bytes  # all padded captions, end to end
+    offsets: np.ndarray  # int64, len(rows) + 1: row i is data[offsets[i]:offsets[i + 1]]
+
+    def rows_of(self, starts: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.offsets, starts, side="right") - 1
+
+
+def build_haystack(texts: pa.Array | pa.ChunkedArray, pad: str, strip_punctuation: bool) -> Haystack:
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
+    texts = texts.cast(pa.large_string())  # int64 offsets: a batch may hold more than 2 GiB of text
+    texts = pc.fill_null(texts, "")  # a null caption matches nothing (callers count or reject them)
+    pad_scalar = pa.scalar(pad, pa.large_string())
+    padded = pc.binary_join_element_wise(pad_scalar, texts, pad_scalar, pa.scalar("", pa.large_string()))
+    _, offsets_buffer, data_buffer = padded.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[padded.offset:padded.offset + len(padded) + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = memoryview(data_buffer)[start:end].tobytes() if data_buffer is not None else b""
+    if strip_punctuation:
+        data = data.translate(PUNCTUATION_TO_SPACE)
+    return Haystack(data, offsets - start)

@@ -1,0 +1,81 @@
+"""The match stage: a shard of captions -> its matches, and the single-label candidate rows.
+
+Outputs per shard:
+- `matches`: the long table `uid, wnid, lemma`, one row per (caption, matched lemma).
+- `candidates` (optional): the input rows whose matches name exactly one class, with all input columns,
+  `uid`, `wnid` and `matched_lemmas`. Rows matching several classes are the multi-label drops of the
+  original (spec §3.3 step 3); the same class matched through several lemmas is still single-label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from laionet.io.inputs import InputPlan, Shard, null_text_error
+from laionet.match.matcher import MATCHES_SCHEMA, Matcher, lemma_table
+from laionet.presets import Preset
+
+CANDIDATE_FIELDS = [pa.field("wnid", pa.string()), pa.field("matched_lemmas", pa.list_(pa.string()))]
+
+
+class MatchStage:
+    name = "match"
+    uses_gpu = False
+    max_workers = None
+
+    def __init__(self, vocab: pa.Table, preset: Preset, plan: InputPlan, engine: str = "auto",
+                 keep_candidates: bool = False):
+        self.preset = preset
+        self.plan = plan
+        self.engine = engine
+        self.lemma_to_wnid = lemma_table(vocab)
+        self.outputs = ("matches", "candidates") if keep_candidates else ("matches",)
+        self.columns = None if keep_candidates else [plan.text_col]
+        self.matcher: Matcher | None = None
+
+    def setup(self) -> None:
+        if self.matcher is None:
+            self.matcher = Matcher(self.lemma_to_wnid, self.preset, self.engine)
+
+    def process(self, table: pa.Table, shard: Shard) -> tuple[dict[str, pa.Table], dict]:
+        self.setup()
+        texts = table.column(self.plan.text_col)
+        nulls = texts.null_count
+        if nulls and not self.plan.skip_null_text:
+            first = int(np.flatnonzero(pc.is_null(texts).to_numpy(zero_copy_only=False))[0])
+            raise null_text_error(shard.path, self.plan.text_col, nulls, f"first at row {shard.row_start + first}")
+        matches = self.matcher.match(table.column("uid"), texts)
+        uids = matches.column("uid").to_numpy()
+        matched_uids, first_index = np.unique(uids, return_index=True)
+        counts = {"rows_in": table.num_rows, "null_text": nulls, "matches": matches.num_rows,
+                  "rows_matched": len(matched_uids)}
+        tables = {"matches": matches}
+        if "candidates" in self.outputs:
+            candidates, multi = self._candidates(table, matches, matched_uids)
+            tables["candidates"] = candidates
+            counts.update(multi_label=multi, single_label=candidates.num_rows)
+        return tables, counts
+
+    @staticmethod
+    def _candidates(table: pa.Table, matches: pa.Table, matched_uids: np.ndarray) -> tuple[pa.Table, int]:
+        per_row = (
+            matches.group_by("uid", use_threads=False)
+            .aggregate([("wnid", "count_distinct"), ("wnid", "min"), ("lemma", "list")])
+        )
+        single = per_row.filter(pc.equal(per_row.column("wnid_count_distinct"), 1))
+        position = pc.index_in(table.column("uid"), value_set=single.column("uid"))
+        keep = pc.is_valid(position)
+        rows = table.filter(keep)
+        picked = pc.drop_null(position)
+        rows = rows.append_column("wnid", single.column("wnid_min").take(picked))
+        rows = rows.append_column("matched_lemmas", single.column("lemma_list").take(picked))
+        return rows.cast(_candidate_schema(table.schema)), len(matched_uids) - single.num_rows
+
+    def output_schema(self, output: str, input_schema: pa.Schema) -> pa.Schema:
+        return MATCHES_SCHEMA if output == "matches" else _candidate_schema(input_schema)
+
+
+def _candidate_schema(input_schema: pa.Schema) -> pa.Schema:
+    return pa.schema(list(input_schema) + CANDIDATE_FIELDS)

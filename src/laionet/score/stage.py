@@ -1,0 +1,84 @@
+"""The score stage: cosine similarity of each caption with its class's query text (spec §3.3).
+
+Per shard: identical captions are encoded once, captions are batched in order of length (less padding,
+so faster), and the class queries were encoded once at setup. Embeddings are L2-normalised, so the
+similarity is their dot product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from laionet.errors import LaionetError
+from laionet.io.inputs import Shard
+from laionet.score.encoders import load_text_encoder, parse_spec
+from laionet.vocab.templates import QUERY_TEMPLATES
+
+# The original replaced a missing caption by the literal string 'None' (spec §3.2).
+MISSING_TEXT = "None"
+
+
+class ScoreStage:
+    name = "score"
+    outputs = ("scored",)
+    columns = None  # all input columns travel on to the dataset
+    max_workers = 1  # one model; Torch already uses every core (or the GPU) inside a batch
+
+    def __init__(self, vocab: pa.Table, encoder: str, text_col: str, query: str = "name_def",
+                 batch_size: int = 256, device: str | None = None, checkpoint: str | None = None,
+                 precision: str = "auto", encoder_factory=load_text_encoder):
+        if query not in QUERY_TEMPLATES:
+            raise LaionetError(f"unknown query template {query!r}; choose one of: {', '.join(QUERY_TEMPLATES)}")
+        self.spec = parse_spec(encoder)
+        self.text_col = text_col
+        self.query = query
+        self.batch_size = batch_size
+        self.device = device
+        self.checkpoint = checkpoint
+        self.precision = precision
+        self.wnids = vocab.column("wnid").to_pylist()
+        self.queries = vocab.column(query).to_pylist()
+        self._factory = encoder_factory
+        self.encoder = None
+        self.query_embeddings: np.ndarray | None = None
+        self.row_of_wnid = {wnid: i for i, wnid in enumerate(self.wnids)}
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.device not in (None, "cpu") and not str(self.device).startswith("cpu")
+
+    def setup(self) -> None:
+        if self.encoder is None:
+            self.encoder = self._factory(self.spec, device=self.device, checkpoint=self.checkpoint,
+                                         precision=self.precision)
+            self.query_embeddings = self.encoder.encode(self.queries, batch_size=self.batch_size)
+
+    def process(self, table: pa.Table, shard: Shard) -> tuple[dict[str, pa.Table], dict]:
+        self.setup()
+        wnids = table.column("wnid").to_pylist()
+        unknown = sorted({w for w in wnids if w not in self.row_of_wnid})
+        if unknown:
+            raise LaionetError(f"{shard.path}: wnid {unknown[0]!r} is not in the vocabulary "
+                               f"({len(unknown)} unknown wnid(s))")
+        texts = [MISSING_TEXT if t is None else t for t in table.column(self.text_col).to_pylist()]
+        caption_embeddings, unique = self._encode_unique(texts)
+        query_rows = np.fromiter((self.row_of_wnid[w] for w in wnids), dtype=np.int64, count=len(wnids))
+        similarity = np.einsum("ij,ij->i", caption_embeddings, self.query_embeddings[query_rows])
+        queries = pa.array([self.queries[i] for i in query_rows], pa.string())
+        scored = table.append_column("query", queries).append_column("similarity", pa.array(similarity, pa.float32()))
+        return {"scored": scored}, {"rows_scored": table.num_rows, "unique_captions": unique}
+
+    def _encode_unique(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Embeddings for `texts`, encoding each distinct caption once, longest-first batches."""
+        index: dict[str, int] = {}
+        inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
+        distinct = list(index)
+        order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]), reverse=True)
+        embeddings = np.empty((len(distinct), self.query_embeddings.shape[1]), dtype=np.float32)
+        if distinct:
+            embeddings[order] = self.encoder.encode([distinct[i] for i in order], batch_size=self.batch_size)
+        return embeddings[inverse], len(distinct)
+
+    def output_schema(self, output: str, input_schema: pa.Schema) -> pa.Schema:
+        return input_schema.append(pa.field("query", pa.string())).append(pa.field("similarity", pa.float32()))
