@@ -236,3 +236,37 @@ def presets_command():
     """Show what each preset does."""
     for preset in PRESETS.values():
         click.echo(json.dumps(preset.to_dict()))
+
+
+@main.command(name="import-release")
+@click.argument("laionet_parquet", type=click.Path(path_type=Path))
+@click.argument("labels_pkl", type=click.Path(path_type=Path))
+@click.option("--similarity-col", help="Text-to-query similarity column to expose as `similarity` "
+                                      "(default: the text_to_name_def_wnid_similarity_* column; CLIP if several).")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True)
+@friendly_errors
+def import_release_command(laionet_parquet, labels_pkl, similarity_col, out):
+    """Convert the original release (laionet_v1.parquet + wnid2indices_v1.pkl) to our dataset layout."""
+    from laionet.release import import_release
+
+    counts = import_release(laionet_parquet, labels_pkl, out, similarity_col)
+    _echo(_format_counts("import-release", counts) + f" -> {out}")
+
+
+@main.command(name="export-labels")
+@click.argument("dataset_parquet", type=click.Path(path_type=Path))
+@click.option("--vocab", "vocab_path", type=click.Path(path_type=Path),
+              help="Make every vocabulary wnid a key, even when empty (as the original's 978 keys).")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True)
+@friendly_errors
+def export_labels_command(dataset_parquet, vocab_path, out):
+    """Write the original's label pickle {wnid: [global LAION indices]} for the old notebooks."""
+    from laionet.release import export_labels
+
+    wnids = None
+    if vocab_path is not None:
+        from laionet.vocab.build import read_vocab
+
+        wnids = read_vocab(vocab_path).column("wnid").to_pylist()
+    counts = export_labels(dataset_parquet, out, wnids)
+    _echo(_format_counts("export-labels", counts) + f" -> {out}")

@@ -16,7 +16,7 @@ from laionet.errors import LaionetError
 from laionet.filter import filter_scored
 from laionet.io.inputs import Columns, InputPlan, plan_inputs
 from laionet.io.manifest import new_manifest, read_manifest, write_manifest
-from laionet.match.stage import MatchStage
+from laionet.match.stage import MatchStage, input_column_name
 from laionet.presets import Preset, get_preset
 from laionet.progress import echo
 from laionet.runners import check_runner, run_stage
@@ -129,6 +129,8 @@ def run_match(inputs: list[str], vocab_path: Path, out: Path, columns: Columns, 
     class_counts = _class_counts(out)
     return {
         "preset": preset_obj.name, "engine": stage.matcher.engine_name, "uid_scheme": plan.uid_scheme,
+        "text_col": input_column_name(plan.text_col),
+        "nsfw_col": input_column_name(plan.nsfw_col) if plan.nsfw_col else None,
         "inputs": plan.fingerprints, "rows_in": plan.rows, "counts": result.counts,
         "rows_out": result.rows, "shards": result.shards, "shards_resumed": result.resumed,
         "seconds": round(result.seconds, 3), "classes_matched": len(class_counts),
@@ -215,7 +217,7 @@ def run_build(inputs: list[str], out_dir: Path, source: str, preset: str, column
 
     dataset = out_dir / "laionet.parquet"
     if not done("filter", dataset):
-        nsfw_col = columns.nsfw or _detect(candidates, ("NSFW", "nsfw"))
+        nsfw_col = stages["match"].get("nsfw_col")
         result = filter_scored(scored, dataset, threshold, nsfw_col, preset_obj.nsfw_keep, filt.top_k)
         record("filter", {"threshold": threshold, "top_k": filt.top_k, "nsfw_col": nsfw_col,
                           "counts": result.counts, "class_counts": result.class_counts})

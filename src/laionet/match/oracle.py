@@ -35,25 +35,35 @@ def clean_words(text: str, preset: Preset) -> list[str]:
 
 def match_caption(text: str | None, lemma_to_wnid: dict[str, str], preset: Preset) -> list[tuple[str, str]]:
     """(wnid, lemma) pairs matched in one caption, in vocabulary order."""
-    if text is None:
-        return []
-    if not preset.normalize_lemmas:
-        caption = paper_caption(text)
-        return [(wnid, lemma) for lemma, wnid in lemma_to_wnid.items() if " " + lemma + " " in caption]
-    by_words: dict[tuple[str, ...], str] = {}
-    for lemma in lemma_to_wnid:
-        by_words.setdefault(tuple(clean_words(lemma, preset)), lemma)
-    by_words.pop((), None)
-    longest = max((len(words) for words in by_words), default=0)
-    words = clean_words(text, preset)
-    found, i = set(), 0
-    while i < len(words):
-        for size in range(min(longest, len(words) - i), 0, -1):
-            lemma = by_words.get(tuple(words[i:i + size]))
-            if lemma is not None:
-                found.add(lemma)
-                i += size
-                break
-        else:
-            i += 1
-    return [(wnid, lemma) for lemma, wnid in lemma_to_wnid.items() if lemma in found]
+    return OracleMatcher(lemma_to_wnid, preset).match(text)
+
+
+class OracleMatcher:
+    def __init__(self, lemma_to_wnid: dict[str, str], preset: Preset):
+        self.lemma_to_wnid = lemma_to_wnid
+        self.preset = preset
+        self.by_words: dict[tuple[str, ...], str] = {}
+        if preset.normalize_lemmas:
+            for lemma in lemma_to_wnid:
+                self.by_words.setdefault(tuple(clean_words(lemma, preset)), lemma)
+            self.by_words.pop((), None)
+        self.longest = max((len(words) for words in self.by_words), default=0)
+
+    def match(self, text: str | None) -> list[tuple[str, str]]:
+        if text is None:
+            return []
+        if not self.preset.normalize_lemmas:
+            caption = paper_caption(text)
+            return [(wnid, lemma) for lemma, wnid in self.lemma_to_wnid.items() if " " + lemma + " " in caption]
+        words = clean_words(text, self.preset)
+        found, i = set(), 0
+        while i < len(words):
+            for size in range(min(self.longest, len(words) - i), 0, -1):
+                lemma = self.by_words.get(tuple(words[i:i + size]))
+                if lemma is not None:
+                    found.add(lemma)
+                    i += size
+                    break
+            else:
+                i += 1
+        return [(wnid, lemma) for lemma, wnid in self.lemma_to_wnid.items() if lemma in found]

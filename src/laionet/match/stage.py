@@ -18,6 +18,15 @@ from laionet.match.matcher import MATCHES_SCHEMA, Matcher, lemma_table
 from laionet.presets import Preset
 
 CANDIDATE_FIELDS = [pa.field("wnid", pa.string()), pa.field("matched_lemmas", pa.list_(pa.string()))]
+# Columns that later stages add; an input column of the same name is renamed on the way in. LAION parts
+# carry `similarity` (LAION's own CLIP image-text score), which must not be confused with ours.
+ADDED_COLUMNS = ("wnid", "matched_lemmas", "query", "similarity")
+
+
+def input_column_name(name: str) -> str:
+    if name not in ADDED_COLUMNS:
+        return name
+    return "laion_similarity" if name == "similarity" else f"input_{name}"
 
 
 class MatchStage:
@@ -38,6 +47,10 @@ class MatchStage:
     def setup(self) -> None:
         if self.matcher is None:
             self.matcher = Matcher(self.lemma_to_wnid, self.preset, self.engine)
+
+    def __getstate__(self) -> dict:
+        # the automaton may not pickle: a Ray worker rebuilds it in setup()
+        return dict(self.__dict__, matcher=None)
 
     def process(self, table: pa.Table, shard: Shard) -> tuple[dict[str, pa.Table], dict]:
         self.setup()
@@ -68,6 +81,7 @@ class MatchStage:
         position = pc.index_in(table.column("uid"), value_set=single.column("uid"))
         keep = pc.is_valid(position)
         rows = table.filter(keep)
+        rows = rows.rename_columns([input_column_name(n) for n in rows.column_names])
         picked = pc.drop_null(position)
         rows = rows.append_column("wnid", single.column("wnid_min").take(picked))
         rows = rows.append_column("matched_lemmas", single.column("lemma_list").take(picked))
@@ -78,4 +92,5 @@ class MatchStage:
 
 
 def _candidate_schema(input_schema: pa.Schema) -> pa.Schema:
-    return pa.schema(list(input_schema) + CANDIDATE_FIELDS)
+    fields = [f.with_name(input_column_name(f.name)) for f in input_schema]
+    return pa.schema(fields + CANDIDATE_FIELDS)

@@ -54,6 +54,10 @@ class ScoreStage:
                                          precision=self.precision)
             self.query_embeddings = self.encoder.encode(self.queries, batch_size=self.batch_size)
 
+    def __getstate__(self) -> dict:
+        # send the stage to Ray workers without its model: each worker loads it in setup()
+        return dict(self.__dict__, encoder=None, query_embeddings=None)
+
     def process(self, table: pa.Table, shard: Shard) -> tuple[dict[str, pa.Table], dict]:
         self.setup()
         wnids = table.column("wnid").to_pylist()

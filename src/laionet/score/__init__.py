@@ -1,0 +1,1 @@
+"""Scoring captions against class texts: text encoders and similarity thresholds."""

@@ -1,0 +1,343 @@
+"""Text encoders named by a spec string, as open_clip and clip-retrieval users write them.
+
+    hf-clip:NAME_OR_PATH                 transformers CLIP text tower (default openai/clip-vit-base-patch32)
+    open-clip:ARCH/PRETRAINED            open_clip, e.g. open-clip:ViT-B-32/laion2b_s34b_b79k
+    open-clip:ARCH + a checkpoint file   open_clip with local weights (also hf-hub:ORG/REPO, local-dir:PATH)
+    sentence-transformers:NAME_OR_PATH   SentenceTransformer (default all-mpnet-base-v2)
+
+Every encoder returns float32 rows of unit L2 norm, so a dot product is the cosine similarity the paper
+thresholds (CLIP ViT-B/32 at 0.82, all-mpnet-base-v2 at 0.58). torch and the model libraries are imported
+inside functions so that importing this module stays cheap for the core.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+from laionet.errors import LaionetError
+
+KINDS = ("hf-clip", "open-clip", "sentence-transformers")
+DEFAULT_NAMES = {"hf-clip": "openai/clip-vit-base-patch32", "sentence-transformers": "all-mpnet-base-v2"}
+EXTRAS = {"hf-clip": "text", "open-clip": "clip", "sentence-transformers": "text"}
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+# The paper's cosine-similarity thresholds, keyed by the spec of the model each was chosen for.
+DEFAULT_THRESHOLDS = {
+    "hf-clip:openai/clip-vit-base-patch32": 0.82,
+    "sentence-transformers:all-mpnet-base-v2": 0.58,
+}
+# Other specs that load the same weights as a key of DEFAULT_THRESHOLDS.
+_SAME_WEIGHTS = {
+    "hf-clip:openai/clip-vit-base-patch32": ("open-clip:ViT-B-32/openai", "open-clip:ViT-B-32-quickgelu/openai"),
+    "sentence-transformers:all-mpnet-base-v2": ("sentence-transformers:sentence-transformers/all-mpnet-base-v2",),
+}
+_OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    kind: str  # "hf-clip" | "open-clip" | "sentence-transformers"
+    name: str  # model name or local path
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def label(self) -> str:
+        """A short stable name for columns and manifests: the model's basename, plus the tag for open_clip."""
+        name = self.name.rstrip("/\\")
+        if self.kind == "open-clip" and name.startswith(_OPEN_CLIP_SCHEMAS):
+            name = name.partition(":")[2]
+        elif self.kind == "open-clip" and not _looks_like_path(name):
+            arch, _, pretrained = name.partition("/")
+            name = f"{arch}-{Path(pretrained).name}" if pretrained else arch
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name)
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    spec: EncoderSpec
+    device: str
+    dim: int
+
+    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """Embed texts in the given order: float32, shape (len(texts), dim), unit-norm rows."""
+        ...
+
+
+def parse_spec(spec: str) -> EncoderSpec:
+    """Parse `KIND[:NAME]`; the name may be a hub id or a local folder."""
+    kind, colon, name = str(spec).strip().partition(":")
+    name = name.strip() if colon else DEFAULT_NAMES.get(kind, "")
+    if kind not in KINDS or not name:
+        problem = "unknown encoder kind" if kind not in KINDS else "no model name in encoder spec"
+        raise LaionetError(
+            f"{problem} '{spec}': use hf-clip[:NAME], open-clip:ARCH/PRETRAINED or sentence-transformers[:NAME]"
+        )
+    return EncoderSpec(kind, name)
+
+
+def default_threshold(spec: EncoderSpec) -> float | None:
+    """The paper's threshold when `spec` is the model it was chosen for (or a local copy of it), else None."""
+    for reference, threshold in DEFAULT_THRESHOLDS.items():
+        ref = parse_spec(reference)
+        if str(spec) == reference or str(spec) in _SAME_WEIGHTS.get(reference, ()):
+            return threshold
+        local_copy = spec.kind == ref.kind and Path(spec.name).expanduser().is_dir()
+        if local_copy and Path(spec.name.rstrip("/\\")).name == Path(ref.name).name:
+            return threshold
+    return None
+
+
+def pick_device(device: str | None) -> str:
+    """None/"auto": the best available accelerator; an explicit device must be available."""
+    torch = _import("torch", "text")
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device_type = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise LaionetError(f"unknown device '{device}': {_first_line(exc)}") from exc
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device_type in available and not available[device_type]():
+        raise LaionetError(f"device '{device}' was requested but {device_type} is not available on this machine")
+    return device
+
+
+def load_text_encoder(
+    spec: str | EncoderSpec,
+    device: str | None = None,
+    checkpoint: str | None = None,
+    precision: str = "auto",
+) -> TextEncoder:
+    """Build the encoder `spec` names, in eval mode on `device`, with weights from `checkpoint` if given."""
+    spec = parse_spec(str(spec))  # also validates a hand-built EncoderSpec
+    if precision not in PRECISIONS:
+        raise LaionetError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise LaionetError(f"checkpoint file not found: {checkpoint}")
+    _import("torch", EXTRAS[spec.kind])  # so a missing torch names this kind's extra
+    encoder_class = {
+        "hf-clip": _HFClipEncoder,
+        "open-clip": _OpenClipEncoder,
+        "sentence-transformers": _SentenceEncoder,
+    }[spec.kind]
+    checkpoint = str(Path(checkpoint).expanduser()) if checkpoint else None
+    return encoder_class(spec, pick_device(device), checkpoint, precision)
+
+
+class _TorchEncoder:
+    """Batching, mixed precision and normalisation shared by all kinds; subclasses load and embed a batch."""
+
+    def __init__(self, spec: EncoderSpec, device: str, checkpoint: str | None, precision: str):
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        with _load_errors(spec):
+            self._load(checkpoint)
+            # A probe rather than the config: each library names the output size differently.
+            self.dim = int(self.encode(["a photo"]).shape[1])
+
+    def _load(self, checkpoint: str | None) -> None:
+        raise NotImplementedError
+
+    def _embed(self, texts: list[str]) -> Any:
+        """Embeddings of one batch, as a tensor or an array, not yet normalised."""
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        import torch
+
+        if batch_size < 1:
+            raise LaionetError(f"batch size must be at least 1, got {batch_size}")
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with torch.inference_mode(), self._autocast():
+            parts = [_to_float32(self._embed(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        return _l2_normalise(np.concatenate(parts))
+
+    def _autocast(self):
+        import torch
+
+        device_type = torch.device(self.device).type
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        if self.precision == "auto" and device_type == "cuda":
+            dtype = torch.float16  # more mantissa than bf16, and CLIP-style text towers stay in fp16 range
+        return torch.autocast(device_type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+class _HFClipEncoder(_TorchEncoder):
+    """transformers CLIP: the projected EOS-pooled output, i.e. `CLIPModel.get_text_features`."""
+
+    def _load(self, checkpoint: str | None) -> None:
+        transformers = _import("transformers", "text")
+        source = _pretrained_source(self.spec)
+        config = transformers.AutoConfig.from_pretrained(source)
+        if config.model_type not in ("clip", "clip_text_model"):
+            raise LaionetError(f"'{self.spec}' is not a CLIP model (its config says model_type '{config.model_type}')")
+        # Build only the text tower and projection, also from a full CLIP checkpoint. Its text config does not
+        # always carry the projection size, so take that from the full config.
+        text_config = getattr(config, "text_config", config)
+        text_config.projection_dim = config.projection_dim
+        with _quiet_transformers(transformers):  # the skipped vision weights would print a long report
+            model, info = transformers.CLIPTextModelWithProjection.from_pretrained(
+                source, config=text_config, output_loading_info=True
+            )
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise LaionetError(
+                f"cannot load text encoder '{self.spec}': {len(missing)} weights missing, e.g. {missing[0]}"
+            )
+        if checkpoint:
+            _load_state_dict_file([model], checkpoint, self.spec)
+        self.model = model.eval().to(self.device)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        self.max_length = text_config.max_position_embeddings  # 77 for CLIP
+
+    def _embed(self, texts: list[str]) -> Any:
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
+
+
+class _OpenClipEncoder(_TorchEncoder):
+    """open_clip: `model.encode_text` on its own tokenizer's output."""
+
+    def _load(self, checkpoint: str | None) -> None:
+        open_clip = _import("open_clip", "clip")
+        model_name, pretrained = _open_clip_source(self.spec)
+        if checkpoint and pretrained:
+            raise LaionetError(
+                f"'{self.spec}' names pretrained weights '{pretrained}' and a checkpoint was given too: give one"
+            )
+        if not (checkpoint or pretrained or model_name.startswith(_OPEN_CLIP_SCHEMAS)):
+            # open_clip would silently build random weights.
+            raise LaionetError(f"'{self.spec}' names no weights: use open-clip:ARCH/PRETRAINED or give a checkpoint")
+        # pretrained_hf=False: never fetch a text tower's base weights; the CLIP weights replace them anyway.
+        model = open_clip.create_model(model_name, pretrained=pretrained, pretrained_hf=False)
+        if checkpoint:
+            open_clip.load_checkpoint(model, checkpoint)
+        if getattr(model, "visual", None) is not None:
+            model.visual = None  # text only: keep the image tower off the device
+        self.model = model.eval().to(self.device)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+
+    def _embed(self, texts: list[str]) -> Any:
+        return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+
+class _SentenceEncoder(_TorchEncoder):
+    """sentence-transformers: `SentenceTransformer.encode`, whatever pooling the model folder configures."""
+
+    def _load(self, checkpoint: str | None) -> None:
+        sentence_transformers = _import("sentence_transformers", "text")
+        model = sentence_transformers.SentenceTransformer(_pretrained_source(self.spec), device=self.device)
+        if checkpoint:
+            # Either the whole SentenceTransformer's state dict or that of its underlying transformer.
+            _load_state_dict_file([model, getattr(model[0], "auto_model", None)], checkpoint, self.spec)
+        self.model = model.eval()
+
+    def _embed(self, texts: list[str]) -> Any:
+        return self.model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
+
+
+def _pretrained_source(spec: EncoderSpec) -> str:
+    """The name for from_pretrained: a local path (which must be a folder) or, otherwise, a hub id."""
+    path = Path(spec.name).expanduser()
+    if _looks_like_path(spec.name):
+        if not path.is_dir():
+            raise LaionetError(f"cannot load text encoder '{spec}': no such folder {spec.name}")
+        return str(path)
+    return spec.name
+
+
+def _open_clip_source(spec: EncoderSpec) -> tuple[str, str | None]:
+    """open_clip's (model_name, pretrained): a schema name or local folder as is, else ARCH/PRETRAINED."""
+    name = spec.name
+    if name.startswith(_OPEN_CLIP_SCHEMAS):
+        return name, None
+    if _looks_like_path(name):
+        return "local-dir:" + _pretrained_source(spec), None
+    arch, _, pretrained = name.partition("/")
+    return arch, pretrained or None
+
+
+def _looks_like_path(name: str) -> bool:
+    path = Path(name).expanduser()
+    return name.startswith((".", "~")) or path.is_absolute() or path.exists()
+
+
+def _load_state_dict_file(modules: list, path: str, spec: EncoderSpec) -> None:
+    """Load a state dict file into the first module it covers; extra weights (a vision tower) are ignored."""
+    state = _read_state_dict(path, EXTRAS[spec.kind])
+    for module in filter(None, modules):
+        missing = sorted(set(module.state_dict()) - set(state))
+        if not missing:
+            module.load_state_dict(state, strict=False)
+            return
+    raise LaionetError(f"checkpoint {path} does not fit '{spec}': {len(missing)} weights missing, e.g. {missing[0]}")
+
+
+def _read_state_dict(path: str, extra: str) -> dict:
+    if path.endswith(".safetensors"):
+        state = _import("safetensors.torch", extra).load_file(path)
+    else:
+        state = _import("torch", extra).load(path, map_location="cpu", weights_only=True)
+    # Training scripts often wrap the weights and prefix them with DataParallel's "module.".
+    state = state.get("state_dict", state)
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def _to_float32(embeddings: Any) -> np.ndarray:
+    if hasattr(embeddings, "detach"):
+        embeddings = embeddings.detach().float().cpu().numpy()
+    return np.asarray(embeddings, dtype=np.float32)
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, np.float32(1e-12))  # an all-zero row stays zero instead of NaN
+
+
+def _import(module: str, extra: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        message = f"{module} is needed for text encoders: pip install 'laionet[{extra}]' ({_first_line(exc)})"
+        raise LaionetError(message) from exc
+
+
+@contextmanager
+def _load_errors(spec: EncoderSpec) -> Iterator[None]:
+    """Turn a library's failure to find or build the model into a one-line LaionetError."""
+    try:
+        yield
+    except LaionetError:
+        raise
+    except Exception as exc:
+        raise LaionetError(f"cannot load text encoder '{spec}': {_first_line(exc)}") from exc
+
+
+@contextmanager
+def _quiet_transformers(transformers) -> Iterator[None]:
+    previous = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(previous)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
