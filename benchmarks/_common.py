@@ -33,6 +33,23 @@ def run_cli(args: list[str], env: dict | None = None) -> tuple[float, str]:
     return seconds, proc.stderr.strip()
 
 
+class CliRun:
+    """`laionet ARGS` started in the background; `wait()` -> (wall seconds, stderr) like `run_cli`."""
+
+    def __init__(self, args: list[str], env: dict | None = None):
+        self.cmd = laionet_cmd(*args)
+        self.start = time.perf_counter()
+        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=None if env is None else {**os.environ, **env})
+
+    def wait(self) -> tuple[float, str]:
+        stdout, stderr = self.proc.communicate()
+        seconds = time.perf_counter() - self.start
+        if self.proc.returncode != 0:
+            raise SystemExit(f"command failed ({self.proc.returncode}): {' '.join(self.cmd)}\n{stdout}{stderr}")
+        return seconds, stderr.strip()
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import original_matcher  # noqa: E402
 import synthetic  # noqa: E402
-from _common import (BENCH_DIR, busy_warning, fmt_rate, fmt_ratio, machine_info, print_table, rate, read_json,  # noqa: E402
+from _common import (BENCH_DIR, busy_warning, fmt_rate, fmt_ratio, machine_info, print_table, read_json,  # noqa: E402
                      run_cli, write_results)
 
 TARGET_CAPTIONS_PER_S = 3_000_000
@@ -97,8 +98,6 @@ def read_head(path: Path, rows: int):
         have += batch.num_rows
         if have >= rows:
             break
-    import pyarrow as pa
-
     table = pa.Table.from_batches(batches).slice(0, rows)
     return table.to_pandas().astype(object)  # object dtype, as pandas < 3 gave the original
 

@@ -69,6 +69,12 @@ class LaionetEncoder:
 
 
 def load_original_encoder(spec: str, device: str):
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the "Loading weights" bar
+    except ImportError:
+        pass
     kind, _, name = spec.partition(":")
     if kind == "sentence-transformers":
         return SentenceTransformerEncoder(name or "all-mpnet-base-v2", device)

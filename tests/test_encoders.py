@@ -58,9 +58,7 @@ def one_line_error(excinfo) -> str:
         ("hf-clip:openai/clip-vit-large-patch14", "hf-clip", "openai/clip-vit-large-patch14", "clip-vit-large-patch14"),
         ("sentence-transformers", "sentence-transformers", "all-mpnet-base-v2", "all-mpnet-base-v2"),
         (" sentence-transformers:/m/MiniLM/ ", "sentence-transformers", "/m/MiniLM/", "MiniLM"),
-        ("open-clip:ViT-B-32/laion2b_s34b_b79k", "open-clip",
-         "ViT-B-32/laion2b_s34b_b79k",
-         "ViT-B-32-laion2b_s34b_b79k"),
+        ("open-clip:ViT-B-32/laion2b_s34b_b79k", "open-clip", "ViT-B-32/laion2b_s34b_b79k", "ViT-B-32-laion2b_s34b_b79k"),
         ("open-clip:ViT-B-32", "open-clip", "ViT-B-32", "ViT-B-32"),
         ("open-clip:hf-hub:laion/CLIP-ViT-B-16", "open-clip", "hf-hub:laion/CLIP-ViT-B-16", "CLIP-ViT-B-16"),
         ("open-clip:/models/my clip", "open-clip", "/models/my clip", "my-clip"),
@@ -300,9 +298,9 @@ def test_open_clip_needs_weights(tiny_open_clip):
 @pytest.mark.parametrize("kind", ["hf-clip", "sentence-transformers"])
 def test_missing_or_empty_model_folder(kind, tmp_path):
     pytest.importorskip("transformers")
-    with pytest.raises(LaionetError) as excinfo:
-        load_text_encoder(f"{kind}:{tmp_path}/missing", device="cpu")
     missing = f"{tmp_path}/missing"
+    with pytest.raises(LaionetError) as excinfo:
+        load_text_encoder(f"{kind}:{missing}", device="cpu")
     assert one_line_error(excinfo) == f"cannot load text encoder '{kind}:{missing}': no such folder {missing}"
 
     with pytest.raises(LaionetError) as excinfo:

@@ -105,3 +105,11 @@ def test_bad_synsets_file_names_the_line(tmp_path):
 def test_unknown_source():
     with pytest.raises(LaionetError, match="unknown vocabulary source"):
         build_vocab("imagenet-5k")
+
+
+def test_reachable_classes_match_the_spec(synsets_file):
+    """Spec §1.3: 995 matchable classes, 15 unreachable through punctuation, 27 only ever multi-label."""
+    paper = vocab_info(build_vocab(f"synsets:{synsets_file}", "paper"))
+    assert paper["matchable_classes"] == 995 and paper["reachable_classes"] == 995 - 15 - 27
+    clean = vocab_info(build_vocab(f"synsets:{synsets_file}", "clean"))
+    assert clean["reachable_classes"] == clean["matchable_classes"] == 994

@@ -133,7 +133,8 @@ def vocab(source, preset, out):
 
     info = run_vocab(source, preset, out)
     _echo(f"vocab: {info['classes']} classes, {info['match_lemmas']} match lemmas over "
-          f"{info['matchable_classes']} classes -> {out}")
+          f"{info['matchable_classes']} classes, {info['reachable_classes']} of which can give a "
+          f"single-label caption -> {out}")
 
 
 @main.command()

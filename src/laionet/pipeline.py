@@ -171,7 +171,14 @@ def run_score(candidates: list[str], vocab_path: Path, out: Path, options: Score
 def run_build(inputs: list[str], out_dir: Path, source: str, preset: str, columns: Columns,
               score: ScoreOptions, filt: FilterOptions, engine: str = "auto", run: RunOptions = RunOptions(),
               shard_rows: int = 1_000_000, encoder_factory=None) -> BuildResult:
+    from laionet.score.encoders import check_encoder, pick_device
+    from laionet.vocab.templates import QUERY_TEMPLATES
+
     preset_obj = get_preset(preset)
+    check_encoder(score.encoder, score.checkpoint, score.precision)  # fail now, not after matching
+    pick_device(score.device)
+    if score.query not in QUERY_TEMPLATES:
+        raise LaionetError(f"unknown query template {score.query!r}; choose one of: {', '.join(QUERY_TEMPLATES)}")
     threshold = resolve_threshold(filt.threshold, score.encoder)
     params = {"inputs": inputs, "source": source, "preset": preset_obj.name, "columns": asdict(columns),
               "score": asdict(score), "threshold": threshold, "top_k": filt.top_k, "engine": engine,

@@ -69,3 +69,19 @@ def lemma_table(vocab: pa.Table) -> dict[str, str]:
         for lemma in lemmas or ():
             mapping.setdefault(lemma, wnid)
     return mapping
+
+
+def reachable_classes(lemma_to_wnid: dict[str, str], preset: Preset) -> set[str]:
+    """Classes that can give a single-label caption at all: some lemma, alone as the caption, matches only
+    its own class. Under `paper`, lemmas with punctuation never match and a lemma containing another
+    class's lemma ("sea lion" > "lion") always gives two classes (spec §1.3)."""
+    lemmas = list(lemma_to_wnid)
+    if not lemmas:
+        return set()
+    matches = Matcher(lemma_to_wnid, preset, engine="aho-corasick").match(
+        pa.array(np.arange(len(lemmas)), pa.int64()), pa.array(lemmas, pa.large_string()))
+    classes_of_row: dict[int, set[str]] = {}
+    for row, wnid in zip(matches["uid"].to_pylist(), matches["wnid"].to_pylist()):
+        classes_of_row.setdefault(row, set()).add(wnid)
+    return {lemma_to_wnid[lemmas[row]] for row, wnids in classes_of_row.items()
+            if wnids == {lemma_to_wnid[lemmas[row]]}}

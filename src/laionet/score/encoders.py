@@ -113,6 +113,20 @@ def pick_device(device: str | None) -> str:
     return device
 
 
+def check_encoder(spec: str | EncoderSpec, checkpoint: str | None = None, precision: str = "auto") -> EncoderSpec:
+    """Everything about an encoder request that can be checked without loading it: spec, local folder,
+    checkpoint file, precision, installed packages. Commands call it before any work starts."""
+    spec = parse_spec(str(spec))  # also validates a hand-built EncoderSpec
+    if precision not in PRECISIONS:
+        raise LaionetError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise LaionetError(f"checkpoint file not found: {checkpoint}")
+    if _looks_like_path(spec.name) and not Path(spec.name).expanduser().is_dir():
+        raise LaionetError(f"cannot load text encoder '{spec}': no such folder {spec.name}")
+    _import("torch", EXTRAS[spec.kind])  # so a missing torch names this kind's extra
+    return spec
+
+
 def load_text_encoder(
     spec: str | EncoderSpec,
     device: str | None = None,
@@ -120,12 +134,7 @@ def load_text_encoder(
     precision: str = "auto",
 ) -> TextEncoder:
     """Build the encoder `spec` names, in eval mode on `device`, with weights from `checkpoint` if given."""
-    spec = parse_spec(str(spec))  # also validates a hand-built EncoderSpec
-    if precision not in PRECISIONS:
-        raise LaionetError(f"unknown precision '{precision}': use one of {', '.join(PRECISIONS)}")
-    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
-        raise LaionetError(f"checkpoint file not found: {checkpoint}")
-    _import("torch", EXTRAS[spec.kind])  # so a missing torch names this kind's extra
+    spec = check_encoder(spec, checkpoint, precision)
     encoder_class = {
         "hf-clip": _HFClipEncoder,
         "open-clip": _OpenClipEncoder,

@@ -66,9 +66,12 @@ def build_vocab(source: str = "imagenet-1k", preset: Preset | str = "paper") -> 
     order = ["wnid", "name", "definition", "lemmas", "synset_lemmas", "match_lemmas"]
     order += [t for t in QUERY_TEMPLATES if t not in order]
     table = pa.table({key: columns[key] for key in order})
+    from laionet.match.matcher import lemma_table, reachable_classes
+
     meta = {"source": source, "preset": preset.name, "classes": table.num_rows,
             "match_lemmas": sum(len(m) for m in match_lemmas),
-            "matchable_classes": sum(1 for m in match_lemmas if m)}
+            "matchable_classes": sum(1 for m in match_lemmas if m),
+            "reachable_classes": len(reachable_classes(lemma_table(table), preset))}
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
 
 
