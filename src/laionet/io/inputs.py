@@ -158,26 +158,33 @@ def plan_inputs(patterns: list[str], columns: Columns = Columns(), shard_rows: i
         else:
             base = None
         ordinal += meta.num_rows
-        group, start, rows = [], 0, 0
-        for rg in range(meta.num_row_groups):
-            rg_rows = meta.row_group(rg).num_rows
-            if rg_rows > shard_rows and not group:  # a big row group: split it into slices
-                for skip in range(0, rg_rows, shard_rows):
-                    size = min(shard_rows, rg_rows - skip)
-                    shards.append(Shard(len(shards), path, (rg,), start, size, base, skip))
-                    start += size
-                continue
-            group.append(rg)
-            rows += rg_rows
-            if rows >= shard_rows or rg == meta.num_row_groups - 1 or \
-                    meta.row_group(rg + 1).num_rows > shard_rows:
-                shards.append(Shard(len(shards), path, tuple(group), start, rows, base))
-                start += rows
-                group, rows = [], 0
+        start = 0
+        for row_groups, skip, size in _split(meta, shard_rows):
+            shards.append(Shard(len(shards), path, row_groups, start, size, base, skip))
+            start += size
         fingerprints.append({"path": path, "rows": meta.num_rows, "row_groups": meta.num_row_groups,
                              "size": _size(path), "created_by": meta.created_by})
     return InputPlan(files, shards, text_col, url_col, nsfw_col, id_col, list(schema.names), ordinal,
                      uid_scheme, fingerprints, columns.skip_null_text)
+
+
+def _split(meta: pq.FileMetaData, shard_rows: int):
+    """(row groups, rows to skip, rows) per shard: whole row groups up to `shard_rows` rows, and a row
+    group bigger than that cut into slices."""
+    group, rows = [], 0
+    for rg in range(meta.num_row_groups):
+        rg_rows = meta.row_group(rg).num_rows
+        if group and rows + rg_rows > shard_rows:
+            yield tuple(group), 0, rows
+            group, rows = [], 0
+        if rg_rows > shard_rows:
+            for skip in range(0, rg_rows, shard_rows):
+                yield (rg,), skip, min(shard_rows, rg_rows - skip)
+            continue
+        group.append(rg)
+        rows += rg_rows
+    if group:
+        yield tuple(group), 0, rows
 
 
 def _size(path: str) -> int | None:
