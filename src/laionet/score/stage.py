@@ -41,22 +41,40 @@ class ScoreStage:
         self.queries = vocab.column(query).to_pylist()
         self._factory = encoder_factory
         self.encoder = None
-        self.query_embeddings: np.ndarray | None = None
+        self.query_embeddings: np.ndarray | None = None  # filled class by class, as classes turn up
+        self._encoded: np.ndarray | None = None
         self.row_of_wnid = {wnid: i for i, wnid in enumerate(self.wnids)}
 
     @property
     def uses_gpu(self) -> bool:
-        return self.device not in (None, "cpu") and not str(self.device).startswith("cpu")
+        from laionet.score.encoders import pick_device
+
+        return not pick_device(self.device).startswith("cpu")
 
     def setup(self) -> None:
         if self.encoder is None:
             self.encoder = self._factory(self.spec, device=self.device, checkpoint=self.checkpoint,
                                          precision=self.precision)
-            self.query_embeddings = self.encoder.encode(self.queries, batch_size=self.batch_size)
 
     def __getstate__(self) -> dict:
         # send the stage to Ray workers without its model: each worker loads it in setup()
-        return dict(self.__dict__, encoder=None, query_embeddings=None)
+        return dict(self.__dict__, encoder=None, query_embeddings=None, _encoded=None)
+
+    def _query_rows(self, wnids: list[str]) -> np.ndarray:
+        """Rows of `query_embeddings` for `wnids`, encoding each class's query the first time it is needed
+        (a sample touches a few hundred classes; ImageNet-21k has 21,843)."""
+        rows = np.fromiter((self.row_of_wnid[w] for w in wnids), dtype=np.int64, count=len(wnids))
+        if self.query_embeddings is None:
+            self.query_embeddings = np.zeros((len(self.queries), 0), dtype=np.float32)
+            self._encoded = np.zeros(len(self.queries), dtype=bool)
+        todo = np.unique(rows[~self._encoded[rows]])
+        if len(todo):
+            embeddings = self.encoder.encode([self.queries[i] for i in todo], batch_size=self.batch_size)
+            if self.query_embeddings.shape[1] == 0:
+                self.query_embeddings = np.zeros((len(self.queries), embeddings.shape[1]), dtype=np.float32)
+            self.query_embeddings[todo] = embeddings
+            self._encoded[todo] = True
+        return rows
 
     def process(self, table: pa.Table, shard: Shard) -> tuple[dict[str, pa.Table], dict]:
         self.setup()
@@ -65,9 +83,9 @@ class ScoreStage:
         if unknown:
             raise LaionetError(f"{shard.path}: wnid {unknown[0]!r} is not in the vocabulary "
                                f"({len(unknown)} unknown wnid(s))")
+        query_rows = self._query_rows(wnids)
         texts = [MISSING_TEXT if t is None else t for t in table.column(self.text_col).to_pylist()]
         caption_embeddings, unique = self._encode_unique(texts)
-        query_rows = np.fromiter((self.row_of_wnid[w] for w in wnids), dtype=np.int64, count=len(wnids))
         similarity = np.einsum("ij,ij->i", caption_embeddings, self.query_embeddings[query_rows])
         queries = pa.array([self.queries[i] for i in query_rows], pa.string())
         scored = table.append_column("query", queries).append_column("similarity", pa.array(similarity, pa.float32()))
