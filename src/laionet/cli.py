@@ -19,50 +19,45 @@ from laionet.vocab.templates import DEFAULT_QUERY, QUERY_TEMPLATES
 DEFAULT_ENCODER = "hf-clip:openai/clip-vit-base-patch32"
 
 
-def input_columns(func):
-    """Options naming the input columns (auto-detected when not given)."""
-    options = [
-        click.option("--text-col", help="Caption column (default: TEXT, caption or text)."),
-        click.option("--url-col", help="Image URL column (default: URL or url)."),
-        click.option("--id-col", help="Integer id column to use as uid (default: LAION part scheme, else row ordinal)."),
-        click.option("--nsfw-col", help="NSFW tag column (default: NSFW if present)."),
-        click.option("--skip-null-text", is_flag=True, help="Drop rows with a null caption instead of failing."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def option_group(*options):
+    """One decorator applying several click options, in the order listed."""
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
 
 
-def runner_options(func):
-    options = [
-        click.option("--runner", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="Where shards run: this machine, or a Ray cluster (Ray Data)."),
-        click.option("--ray-address", help="Ray cluster to join (default: start a local one)."),
-        click.option("--workers", type=int, help="Parallel shards (default: one per core; one for GPU stages)."),
-        click.option("--overwrite", is_flag=True, help="Discard earlier (partial) results instead of resuming."),
-        click.option("--no-progress", is_flag=True, help="Hide progress bars."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+# Options naming the input columns (auto-detected when not given).
+input_columns = option_group(
+    click.option("--text-col", help="Caption column (default: TEXT, caption or text)."),
+    click.option("--url-col", help="Image URL column (default: URL or url)."),
+    click.option("--id-col", help="Integer id column to use as uid (default: LAION part scheme, else row ordinal)."),
+    click.option("--nsfw-col", help="NSFW tag column (default: NSFW if present)."),
+    click.option("--skip-null-text", is_flag=True, help="Drop rows with a null caption instead of failing."),
+)
 
+runner_options = option_group(
+    click.option("--runner", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help="Where shards run: this machine, or a Ray cluster (Ray Data)."),
+    click.option("--ray-address", help="Ray cluster to join (default: start a local one)."),
+    click.option("--workers", type=int, help="Parallel shards (default: one per core; one for GPU stages)."),
+    click.option("--overwrite", is_flag=True, help="Discard earlier (partial) results instead of resuming."),
+    click.option("--no-progress", is_flag=True, help="Hide progress bars."),
+)
 
-def encoder_options(func):
-    options = [
-        click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
-                     help="Text encoder spec: hf-clip:NAME, open-clip:ARCH/PRETRAINED, sentence-transformers:NAME "
-                          "(a local folder works for NAME)."),
-        click.option("--query", type=click.Choice(list(QUERY_TEMPLATES)), default=DEFAULT_QUERY, show_default=True,
-                     help="Query template the captions are compared with."),
-        click.option("--batch-size", type=int, default=256, show_default=True),
-        click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-                     show_default=True, help="auto: mixed precision on GPU, fp32 on CPU."),
-        click.option("--checkpoint", type=click.Path(), help="Local weights for the encoder."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+encoder_options = option_group(
+    click.option("--encoder", default=DEFAULT_ENCODER, show_default=True,
+                 help="Text encoder spec: hf-clip:NAME, open-clip:ARCH/PRETRAINED, sentence-transformers:NAME "
+                      "(a local folder works for NAME)."),
+    click.option("--query", type=click.Choice(list(QUERY_TEMPLATES)), default=DEFAULT_QUERY, show_default=True,
+                 help="Query template the captions are compared with."),
+    click.option("--batch-size", type=int, default=256, show_default=True),
+    click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available)."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+                 show_default=True, help="auto: mixed precision on GPU, fp32 on CPU."),
+    click.option("--checkpoint", type=click.Path(), help="Local weights for the encoder."),
+)
 
 
 def _columns(kw):
