@@ -83,7 +83,7 @@ def machine_info() -> dict:
     return info
 
 
-def busy_warning(cores_needed: float = 0.5) -> str | None:
+def busy_warning(cores_needed: float = 1.0) -> str | None:
     """A warning when other processes keep the CPUs busy (timings then read low)."""
     try:
         load = os.getloadavg()[0]

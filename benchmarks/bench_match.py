@@ -33,8 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import original_matcher  # noqa: E402
 import synthetic  # noqa: E402
-from _common import (BENCH_DIR, busy_warning, fmt_rate, fmt_ratio, machine_info, print_table, read_json,  # noqa: E402
-                     run_cli, write_results)
+from _common import (  # noqa: E402
+    BENCH_DIR,
+    busy_warning,
+    fmt_rate,
+    fmt_ratio,
+    machine_info,
+    print_table,
+    read_json,
+    run_cli,
+    write_results,
+)
 
 TARGET_CAPTIONS_PER_S = 3_000_000
 TARGET_SPEEDUP_PER_CORE = 1000

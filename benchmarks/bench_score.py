@@ -28,6 +28,7 @@ import argparse
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,8 +44,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import original_scorer  # noqa: E402
 import synthetic  # noqa: E402
-from _common import (BENCH_DIR, CliRun, busy_warning, fmt_rate, fmt_ratio, machine_info, print_table,  # noqa: E402
-                     read_json, run_cli, write_results)
+from _common import (  # noqa: E402
+    BENCH_DIR,
+    CliRun,
+    busy_warning,
+    fmt_rate,
+    fmt_ratio,
+    machine_info,
+    print_table,
+    read_json,
+    run_cli,
+    write_results,
+)
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 SYNTHETIC_MATCH_RATE = 0.04  # lower bound of the share of synthetic captions that become candidates
@@ -86,7 +97,7 @@ def parse_args(argv):
     parser.add_argument("--sample", type=Path, default=synthetic.SAMPLE, help="real LAION captions (TEXT)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test (< 30 s)")
     args = parser.parse_args(argv)
-    args.rows = args.rows or (100 if args.quick else 20_000)
+    args.rows = args.rows or (60 if args.quick else 20_000)
     args.baseline_rows = args.baseline_rows or (None if args.quick else 2_000)
     args.vocab_subset = args.vocab_subset or args.quick
     args.repeat = max(1, args.repeat or 1)
@@ -105,28 +116,40 @@ def parse_args(argv):
 
 # ---- candidate sets ---------------------------------------------------------------------------------
 
-def match_candidates(captions: Path, vocab: Path, name: str) -> pa.Table:
-    candidates = BENCH_DIR / f"{name}.parquet"
-    run_cli(["match", captions, "--vocab", vocab, "--candidates", candidates,
-             "-o", BENCH_DIR / f"matches-{name}.parquet", "--no-progress", "--overwrite"])
-    return pq.read_table(candidates, columns=["uid", "TEXT", "wnid"])
+class CandidateMatch:
+    """`laionet match CAPTIONS --candidates .bench/NAME.parquet`, started in the background."""
+
+    def __init__(self, captions: Path, vocab: Path, name: str):
+        self.candidates = BENCH_DIR / f"{name}.parquet"
+        self.run = CliRun(["match", captions, "--vocab", vocab, "--candidates", self.candidates,
+                           "-o", BENCH_DIR / f"matches-{name}.parquet", "--no-progress", "--overwrite"])
+
+    def table(self) -> pa.Table:
+        self.run.wait()
+        return pq.read_table(self.candidates, columns=["uid", "TEXT", "wnid"])
 
 
-def synthetic_set(real: pa.Table, vocab: Path, rows: int, dup_share: float, seed: int) -> Path:
+def start_synthetic_candidates(vocab: Path, n_synthetic: int, seed: int) -> CandidateMatch | None:
+    """Label enough synthetic captions that `n_synthetic` single-label candidates come out (~5 % match)."""
+    if n_synthetic <= 0:
+        return None
+    captions_n = max(10_000, math.ceil(n_synthetic / SYNTHETIC_MATCH_RATE / 10_000) * 10_000)
+    captions = synthetic.cached_caption_file(captions_n, seed + 1)
+    return CandidateMatch(captions, vocab, f"candidates-synthetic-{captions_n}-seed{seed + 1}")
+
+
+def synthetic_set(real: pa.Table, labelled: pa.Table | None, rows: int, n_real: int, seed: int,
+                  dup_share: float) -> Path:
+    """`n_real` rows drawn with replacement from the real candidates, the rest synthetic; shuffled."""
     path = BENCH_DIR / f"score-candidates-{rows}-dup{dup_share:g}-seed{seed}.parquet"
-    n_real = round(rows * dup_share)
     n_synthetic = rows - n_real
     parts = []
     rng = np.random.default_rng(seed)
     if n_real:
         parts.append(real.select(["TEXT", "wnid"]).take(pa.array(rng.integers(0, real.num_rows, n_real))))
     if n_synthetic:
-        # enough synthetic captions that about 4-6 % of them match one class
-        captions_n = max(10_000, math.ceil(n_synthetic / SYNTHETIC_MATCH_RATE / 10_000) * 10_000)
-        captions = synthetic.cached_caption_file(captions_n, seed + 1)
-        labelled = match_candidates(captions, vocab, f"candidates-synthetic-{captions_n}-seed{seed + 1}")
-        if labelled.num_rows < n_synthetic:
-            raise SystemExit(f"only {labelled.num_rows} synthetic candidates for {n_synthetic} rows")
+        if labelled is None or labelled.num_rows < n_synthetic:
+            raise SystemExit(f"too few synthetic candidates for {n_synthetic} rows")
         parts.append(labelled.select(["TEXT", "wnid"]).slice(0, n_synthetic))
     table = pa.concat_tables([p.cast(pa.schema([("TEXT", pa.large_string()), ("wnid", pa.string())]))
                               for p in parts])
@@ -138,24 +161,17 @@ def synthetic_set(real: pa.Table, vocab: Path, rows: int, dup_share: float, seed
 
 # ---- timing -----------------------------------------------------------------------------------------
 
-def laionet_score(candidates: Path, vocab: Path, out: Path, args, while_running=None) -> dict:
-    """Time `laionet score` as a whole process. `while_running` (quick mode only) is called while the first
-    run is in flight, to overlap the baseline's model loading with it; the timing is then not clean."""
+def laionet_score(candidates: Path, vocab: Path, out: Path, args) -> dict:
     cmd = ["score", candidates, "--vocab", vocab, "-o", out, "--encoder", args.encoder, "--no-progress",
            "--overwrite", "--batch-size", str(args.batch_size), "--precision", args.precision]
     if args.device:
         cmd += ["--device", args.device]
-    runs = []
-    for index in range(args.repeat):
-        run = CliRun(cmd, env=OFFLINE_ENV)
-        if index == 0 and while_running is not None:
-            while_running()
-        runs.append(run.wait()[0])
+    runs = [run_cli(cmd, env=OFFLINE_ENV)[0] for _ in range(args.repeat)]
     info = read_json(out.with_name(out.name + ".manifest.json"))["stages"]["score"]
     best = min(runs)
     return {"rows": info["rows_in"], "runs_s": [round(s, 3) for s in runs], "best_s": round(best, 3),
             "captions_per_s": round(info["rows_in"] / best, 1), "stage_s_last_run": info.get("seconds"),
-            "device": info.get("device"), "counts": info.get("counts"), "overlapped": while_running is not None}
+            "device": info.get("device"), "counts": info.get("counts")}
 
 
 def baseline_score(candidates: Path, queries: dict[str, str], encoder, limit: int | None
@@ -214,25 +230,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_score: encoder {args.encoder} on {args.device or 'auto'}, sets {', '.join(args.sets)}"
           f"{' (quick)' if args.quick else ''}")
 
-    vocab = BENCH_DIR / "vocab-paper.parquet"
-    run_cli(["vocab", "--source", f"synsets:{args.synsets}", "--preset", "paper", "-o", vocab])
-    vocab_table = pq.read_table(vocab, columns=["wnid", "name_def"])
-    queries = dict(zip(vocab_table.column("wnid").to_pylist(), vocab_table.column("name_def").to_pylist()))
-    real = match_candidates(args.sample, vocab, "candidates")  # .bench/candidates.parquet
-    sets = {}
-    if "real" in args.sets:
-        sets["real"] = BENCH_DIR / "candidates.parquet"
-    if "synthetic" in args.sets:
-        sets["synthetic"] = synthetic_set(real, vocab, args.rows, args.dup_share, args.seed)
-
-    score_vocab = vocab
-    if args.vocab_subset:
-        wnids = set()
-        for path in sets.values():
-            wnids.update(pq.read_table(path, columns=["wnid"]).column("wnid").to_pylist())
-        score_vocab = subset_vocab(args.synsets, wnids)
-    vocab_classes = pq.read_metadata(score_vocab).num_rows
-
     baseline_encoder = {}
 
     def load_baseline_encoder():
@@ -244,8 +241,38 @@ def main(argv: list[str] | None = None) -> int:
         baseline_encoder["encoder"](["warm up"])
         baseline_encoder["load_s"] = time.perf_counter() - start
 
-    if not args.quick:  # quick: load it while the first laionet run is in flight (saves wall time)
-        load_baseline_encoder()
+    loader = None
+    if args.quick:  # load the baseline model while the CLI prepares the candidates (timings: smoke test only)
+        loader = threading.Thread(target=load_baseline_encoder, daemon=True)
+        loader.start()
+
+    vocab = BENCH_DIR / "vocab-paper.parquet"
+    run_cli(["vocab", "--source", f"synsets:{args.synsets}", "--preset", "paper", "-o", vocab])
+    vocab_table = pq.read_table(vocab, columns=["wnid", "name_def"])
+    queries = dict(zip(vocab_table.column("wnid").to_pylist(), vocab_table.column("name_def").to_pylist()))
+    n_real = round(args.rows * args.dup_share)
+    real_match = CandidateMatch(args.sample, vocab, "candidates")  # .bench/candidates.parquet
+    synthetic_match = None
+    if "synthetic" in args.sets:
+        synthetic_match = start_synthetic_candidates(vocab, args.rows - n_real, args.seed)
+    real = real_match.table()
+    sets = {}
+    if "real" in args.sets:
+        sets["real"] = real_match.candidates
+    if "synthetic" in args.sets:
+        labelled = synthetic_match.table() if synthetic_match else None
+        sets["synthetic"] = synthetic_set(real, labelled, args.rows, n_real, args.seed, args.dup_share)
+
+    score_vocab = vocab
+    if args.vocab_subset:
+        wnids = set()
+        for path in sets.values():
+            wnids.update(pq.read_table(path, columns=["wnid"]).column("wnid").to_pylist())
+        score_vocab = subset_vocab(args.synsets, wnids)
+    vocab_classes = pq.read_metadata(score_vocab).num_rows
+
+    if loader is None:
+        load_baseline_encoder()  # before any timing, so that nothing else runs meanwhile
 
     results = {"benchmark": "score", "quick": args.quick, "machine": machine_info(),
                "params": {"encoder": args.encoder, "device": args.device, "precision": args.precision,
@@ -258,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in sets.items():
         print(f"[{name}] {path.name}: timing laionet score ...", flush=True)
         scored = BENCH_DIR / f"scored-{name}.parquet"
-        overlap = load_baseline_encoder if "encoder" not in baseline_encoder else None
-        laionet = laionet_score(path, score_vocab, scored, args, while_running=overlap)
+        laionet = laionet_score(path, score_vocab, scored, args)
+        if loader is not None:
+            loader.join()
+        if "encoder" not in baseline_encoder:
+            raise SystemExit("could not load the baseline encoder (see the error above)")
         encoder = baseline_encoder["encoder"]
         print(f"[{name}] timing the original loop ...", flush=True)
         baseline, baseline_sims = baseline_score(path, queries, encoder, args.baseline_rows)
@@ -302,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{check['max_abs_diff']:.2e} over {check['rows_compared']:,} rows, tolerance {args.tolerance:g}; "
               f"laionet scored all {check['rows_laionet']:,} rows: {check['laionet_scored_all_rows']})")
     if args.quick:
-        print("(--quick: the baseline model loaded while laionet ran, so these timings are a smoke test only)")
+        print("(--quick: the baseline model loaded while the candidates were prepared: a smoke test, not a timing)")
     path = write_results("score-quick" if args.quick else "score", results)
     print(f"results -> {path}  ({results['bench_s']} s)")
     return 0 if all_ok else 1

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from laionet import __version__
-from laionet.errors import LaionetError
+from laionet.cli_common import echo, format_counts, friendly_errors, manifest_beside, option_group
 from laionet.presets import DEFAULT_PRESET, PRESETS
 from laionet.vocab.sources import SOURCES_HELP
 from laionet.vocab.templates import DEFAULT_QUERY, QUERY_TEMPLATES
 
 DEFAULT_ENCODER = "hf-clip:openai/clip-vit-base-patch32"
-
-
-def option_group(*options):
-    """One decorator applying several click options, in the order listed."""
-    def decorate(func):
-        for option in reversed(options):
-            func = option(func)
-        return func
-    return decorate
 
 
 # Options naming the input columns (auto-detected when not given).
@@ -81,35 +70,6 @@ def _score(kw):
                         checkpoint=kw["checkpoint"], precision=kw["precision"])
 
 
-def _manifest_beside(path: Path, command: str, params: dict, info: dict) -> None:
-    from laionet.io.manifest import new_manifest, write_manifest
-
-    manifest = new_manifest(command, params)
-    manifest["stages"][command] = info
-    write_manifest(path.with_name(path.name + ".manifest.json"), manifest)
-
-
-def _echo(message: str) -> None:
-    click.echo(message, err=True)
-
-
-def friendly_errors(func):
-    """Turn user errors into one line and a non-zero exit; Ctrl-C into a hint that a rerun resumes."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except LaionetError as exc:
-            _echo(f"laionet: error: {exc}")
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _echo("laionet: interrupted; run the same command again to resume")
-            sys.exit(130)
-
-    return wrapper
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="laionet")
 def main():
@@ -127,7 +87,7 @@ def vocab(source, preset, out):
     from laionet.pipeline import run_vocab
 
     info = run_vocab(source, preset, out)
-    _echo(f"vocab: {info['classes']} classes, {info['match_lemmas']} match lemmas over "
+    echo(f"vocab: {info['classes']} classes, {info['match_lemmas']} match lemmas over "
           f"{info['matchable_classes']} classes, {info['reachable_classes']} of which can give a "
           f"single-label caption -> {out}")
 
@@ -149,10 +109,10 @@ def match(inputs, vocab_path, preset, engine, candidates, shard_rows, out, **kw)
     from laionet.pipeline import run_match
 
     info = run_match(list(inputs), vocab_path, out, _columns(kw), preset, engine, candidates, _run(kw), shard_rows)
-    _manifest_beside(out, "match", {"inputs": list(inputs), "vocab": str(vocab_path)}, info)
+    manifest_beside(out, "match", {"inputs": list(inputs), "vocab": str(vocab_path)}, info)
     counts = info["counts"]
     rate = info["rows_in"] / info["seconds"] if info["seconds"] else 0
-    _echo(f"match: {counts.get('rows_in', 0):,} rows, {counts.get('rows_matched', 0):,} matched, "
+    echo(f"match: {counts.get('rows_in', 0):,} rows, {counts.get('rows_matched', 0):,} matched, "
           f"{counts.get('matches', 0):,} matches over {info['classes_matched']} classes "
           f"[{info['engine']}, {rate:,.0f} rows/s] -> {out}")
 
@@ -174,8 +134,8 @@ def score(candidates, vocab_path, out, **kw):
     columns = Columns(text=columns.text, url=columns.url, id=columns.id or "uid", nsfw=columns.nsfw,
                       skip_null_text=True)
     info = run_score(list(candidates), vocab_path, out, _score(kw), columns, _run(kw))
-    _manifest_beside(out, "score", {"candidates": list(candidates), "vocab": str(vocab_path)}, info)
-    _echo(f"score: {info['rows_in']:,} rows with {info['encoder']} on {info['device']} -> {out}")
+    manifest_beside(out, "score", {"candidates": list(candidates), "vocab": str(vocab_path)}, info)
+    echo(f"score: {info['rows_in']:,} rows with {info['encoder']} on {info['device']} -> {out}")
 
 
 @main.command(name="filter")
@@ -195,9 +155,9 @@ def filter_command(scored, threshold, encoder, top_k, nsfw_col, preset, out):
 
     threshold = resolve_threshold(threshold, encoder)
     result = filter_scored(scored, out, threshold, nsfw_col, get_preset(preset).nsfw_keep, top_k)
-    _manifest_beside(out, "filter", {"scored": str(scored), "threshold": threshold, "top_k": top_k},
+    manifest_beside(out, "filter", {"scored": str(scored), "threshold": threshold, "top_k": top_k},
                      {"counts": result.counts, "class_counts": result.class_counts})
-    _echo(_format_counts("filter", result.counts) + f" -> {out}")
+    echo(format_counts("filter", result.counts) + f" -> {out}")
 
 
 @main.command()
@@ -219,12 +179,7 @@ def build(inputs, out, source, preset, engine, threshold, top_k, shard_rows, **k
 
     result = run_build(list(inputs), out, source, preset, _columns(kw), _score(kw), FilterOptions(threshold, top_k),
                        engine, _run(kw), shard_rows)
-    _echo(_format_counts("build", result.manifest["summary"]) + f" -> {out / 'laionet.parquet'}")
-
-
-def _format_counts(name: str, counts: dict) -> str:
-    return f"{name}: " + ", ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in counts.items()
-                                    if isinstance(value, int))
+    echo(format_counts("build", result.manifest["summary"]) + f" -> {out / 'laionet.parquet'}")
 
 
 @main.command(name="presets")
@@ -246,7 +201,7 @@ def import_release_command(laionet_parquet, labels_pkl, similarity_col, out):
     from laionet.release import import_release
 
     counts = import_release(laionet_parquet, labels_pkl, out, similarity_col)
-    _echo(_format_counts("import-release", counts) + f" -> {out}")
+    echo(format_counts("import-release", counts) + f" -> {out}")
 
 
 @main.command(name="export-labels")
@@ -265,4 +220,4 @@ def export_labels_command(dataset_parquet, vocab_path, out):
 
         wnids = read_vocab(vocab_path).column("wnid").to_pylist()
     counts = export_labels(dataset_parquet, out, wnids)
-    _echo(_format_counts("export-labels", counts) + f" -> {out}")
+    echo(format_counts("export-labels", counts) + f" -> {out}")

@@ -53,7 +53,7 @@ def definitions_by_wnid() -> dict[str, str]:
     return _read_tsv("imagenet_synset_to_definition.txt")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def class_list(name: str) -> list[str]:
     """A classifier head's synsets in class-index order ('imagenet-1k' or 'imagenet-21k')."""
     files = {"imagenet-1k": "imagenet_synsets.txt", "imagenet-21k": "imagenet21k_goog_synsets.txt",
