@@ -221,3 +221,13 @@ def export_labels_command(dataset_parquet, vocab_path, out):
         wnids = read_vocab(vocab_path).column("wnid").to_pylist()
     counts = export_labels(dataset_parquet, out, wnids)
     echo(format_counts("export-labels", counts) + f" -> {out}")
+
+
+def _register_subcommands() -> None:
+    """Commands that live beside their code, each in its own package."""
+    from laionet.evaluate.cli import command as evaluate_command
+
+    main.add_command(evaluate_command)
+
+
+_register_subcommands()
