@@ -226,7 +226,9 @@ def export_labels_command(dataset_parquet, vocab_path, out):
 def _register_subcommands() -> None:
     """Commands that live beside their code, each in its own package."""
     from laionet.evaluate.cli import command as evaluate_command
+    from laionet.fetch.cli import command as fetch_command
 
+    main.add_command(fetch_command)
     main.add_command(evaluate_command)
 
 
