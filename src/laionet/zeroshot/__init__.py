@@ -1,0 +1,1 @@
+"""CLIP zero-shot classification and image-to-query similarity (`laionet zeroshot`, spec §7.4, §9.5)."""
