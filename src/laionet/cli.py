@@ -227,12 +227,14 @@ def _register_subcommands() -> None:
     """Commands that live beside their code, each in its own package."""
     from laionet.evaluate.cli import command as evaluate_command
     from laionet.fetch.cli import command as fetch_command
+    from laionet.ocr.cli import command as ocr_command
     from laionet.predict.cli import command as predict_command
     from laionet.zeroshot.cli import command as zeroshot_command
 
     main.add_command(fetch_command)
     main.add_command(predict_command)
     main.add_command(zeroshot_command)
+    main.add_command(ocr_command)
     main.add_command(evaluate_command)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from laionet.cli_common import echo, format_counts, friendly_errors
+from laionet.fetch.options import fetch_config, fetch_options
 from laionet.presets import DEFAULT_PRESET, PRESETS
 
 
@@ -22,27 +23,17 @@ from laionet.presets import DEFAULT_PRESET, PRESETS
 @click.option("--shard-size", type=int, default=1000, show_default=True, help="Images per tar shard.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
               help="paper: reject non-RGB images, as the original did; clean: convert them to RGB.")
-@click.option("--concurrency", type=int, default=64, show_default=True, help="Requests in flight.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="Deadline per image in seconds, redirects and retries included.")
-@click.option("--retries", type=int, default=2, show_default=True, help="Retries on 408, 429, 5xx and resets.")
-@click.option("--allow-private-network", is_flag=True, help="Allow private, loopback and link-local addresses.")
+@fetch_options
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @friendly_errors
 def command(dataset, out, url_col, id_col, save_images, shard_size, preset, concurrency, timeout, retries,
             allow_private_network, no_progress):
     """Fetch the images of DATASET (a parquet of URLs or paths) and write one status row per image."""
     from laionet.cli_common import manifest_beside
-    from laionet.fetch.config import FetchConfig
     from laionet.fetch.table import fetch_table
     from laionet.presets import get_preset
 
-    defaults = FetchConfig()
-    config = FetchConfig(concurrency=concurrency, per_host=min(defaults.per_host, concurrency), retries=retries,
-                         total_timeout=timeout, connect_timeout=min(defaults.connect_timeout, timeout),
-                         read_timeout=min(defaults.read_timeout, timeout),
-                         convert_non_rgb=get_preset(preset).convert_non_rgb,
-                         allow_private_network=allow_private_network)
+    config = fetch_config(concurrency, timeout, retries, allow_private_network, get_preset(preset).convert_non_rgb)
     info = fetch_table(dataset, out, config, url_col, id_col, save_images, shard_size, progress=not no_progress)
     params = {"dataset": str(dataset), "url_col": url_col, "id_col": id_col, "preset": preset,
               "save_images": None if save_images is None else str(save_images), "shard_size": shard_size}

@@ -12,6 +12,7 @@ import click
 
 from laionet.cli_common import echo, friendly_errors, manifest_beside
 from laionet.errors import LaionetError
+from laionet.fetch.options import fetch_config, fetch_options
 
 
 @click.command(name="predict")
@@ -31,9 +32,8 @@ from laionet.errors import LaionetError
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
               show_default=True, help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--chunk-rows", type=int, default=10_000, show_default=True, help="Rows per chunk (unit of resume).")
-@click.option("--concurrency", type=int, default=64, show_default=True, help="Image downloads in flight.")
 @click.option("--reject-non-rgb", is_flag=True, help="Fail non-RGB images as the paper did (default: convert).")
-@click.option("--allow-private-network", is_flag=True, help="Allow image URLs on private or loopback addresses.")
+@fetch_options
 @click.option("--save-dataset", type=click.Path(path_type=Path),
               help="Also write the dataset table (uid, image, wnid, key) here, for `laionet evaluate`.")
 @click.option("--overwrite", is_flag=True, help="Discard earlier (partial) results instead of resuming.")
@@ -41,7 +41,8 @@ from laionet.errors import LaionetError
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True)
 @friendly_errors
 def command(dataset, models, checkpoints, head_synsets, restrict_to, labels, image_col, batch_size, device,
-            precision, chunk_rows, concurrency, reject_non_rgb, allow_private_network, save_dataset, overwrite,
+            precision, chunk_rows, reject_non_rgb, concurrency, timeout, retries, allow_private_network, save_dataset,
+            overwrite,
             no_progress, out):
     """Top-5 ImageNet predictions of one or more classifiers for every image of DATASET.
 
@@ -55,7 +56,8 @@ def command(dataset, models, checkpoints, head_synsets, restrict_to, labels, ima
     requests = tuple(ModelRequest(spec, ckpt, heads) for spec, ckpt, heads in zip(models, checkpoints, head_synsets))
     options = PredictOptions(models=requests, batch_size=batch_size, device=device, precision=precision,
                              restrict_to=restrict_to, chunk_rows=chunk_rows, labels=labels, image_col=image_col,
-                             fetch=_fetch_config(concurrency, reject_non_rgb, allow_private_network),
+                             fetch=fetch_config(concurrency, timeout, retries, allow_private_network,
+                                                not reject_non_rgb),
                              progress=not no_progress, overwrite=overwrite)
     info = predict_dataset(dataset, out, options, save_dataset)
     params = {"dataset": dataset, "models": [vars(r) for r in requests], "batch_size": batch_size,
@@ -73,15 +75,6 @@ def per_model(values: tuple[str, ...], models: int, option: str) -> list[str | N
         raise LaionetError(f"{option} was given {len(values)} times for {models} models: give it once per "
                            f"--model, in the same order ('-' for a model without one)")
     return [None if value == "-" else value for value in values]
-
-
-def _fetch_config(concurrency: int, reject_non_rgb: bool, allow_private_network: bool):
-    try:
-        from laionet.fetch import FetchConfig
-    except ImportError:
-        return None  # local files only (see run._iter_local_images)
-    return FetchConfig(concurrency=concurrency, convert_non_rgb=not reject_non_rgb,
-                       allow_private_network=allow_private_network)
 
 
 def summary_line(info: dict, out: Path) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from laionet.cli_common import echo, friendly_errors, manifest_beside
+from laionet.fetch.options import fetch_config, fetch_options
 
 
 @click.command(name="zeroshot")
@@ -30,9 +31,8 @@ from laionet.cli_common import echo, friendly_errors, manifest_beside
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
               show_default=True, help="auto: fp16 autocast on GPU, fp32 on CPU.")
 @click.option("--chunk-rows", type=int, default=10_000, show_default=True, help="Rows per chunk (unit of resume).")
-@click.option("--concurrency", type=int, default=64, show_default=True, help="Image downloads in flight.")
 @click.option("--reject-non-rgb", is_flag=True, help="Fail non-RGB images as the paper did (default: convert).")
-@click.option("--allow-private-network", is_flag=True, help="Allow image URLs on private or loopback addresses.")
+@fetch_options
 @click.option("--save-dataset", type=click.Path(path_type=Path),
               help="Also write the dataset table (uid, image, wnid, key) here, for `laionet evaluate`.")
 @click.option("--overwrite", is_flag=True, help="Discard earlier (partial) results instead of resuming.")
@@ -40,7 +40,8 @@ from laionet.cli_common import echo, friendly_errors, manifest_beside
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True)
 @friendly_errors
 def command(dataset, vocab, encoder, checkpoint, query, similarity_col, labels, image_col, batch_size, device,
-            precision, chunk_rows, concurrency, reject_non_rgb, allow_private_network, save_dataset, overwrite,
+            precision, chunk_rows, reject_non_rgb, concurrency, timeout, retries, allow_private_network, save_dataset,
+            overwrite,
             no_progress, out):
     """CLIP zero-shot top-5 classes of every image of DATASET (spec §7.4).
 
@@ -49,13 +50,13 @@ def command(dataset, vocab, encoder, checkpoint, query, similarity_col, labels, 
     not counted as errors). DATASET is as for `laionet predict`: a parquet with `uid` and an image column,
     or folder:DIR, imagenet-val:DIR (with --labels), imagenet-v2:DIR.
     """
-    from laionet.predict.cli import _fetch_config
     from laionet.zeroshot.run import ZeroshotOptions, zeroshot_dataset
 
     options = ZeroshotOptions(encoder=encoder, checkpoint=checkpoint, query=query, similarity_col=similarity_col,
                               batch_size=batch_size, device=device, precision=precision, chunk_rows=chunk_rows,
                               labels=labels, image_col=image_col,
-                              fetch=_fetch_config(concurrency, reject_non_rgb, allow_private_network),
+                              fetch=fetch_config(concurrency, timeout, retries, allow_private_network,
+                                                not reject_non_rgb),
                               progress=not no_progress, overwrite=overwrite)
     info = zeroshot_dataset(dataset, vocab, out, options, save_dataset)
     params = {"dataset": dataset, "vocab": str(vocab), "encoder": encoder, "checkpoint": checkpoint, "query": query,
