@@ -37,13 +37,15 @@ from laionet.fetch.options import fetch_config, fetch_options
 @click.option("--save-dataset", type=click.Path(path_type=Path),
               help="Also write the dataset table (uid, image, wnid, key) here, for `laionet evaluate`.")
 @click.option("--overwrite", is_flag=True, help="Discard earlier (partial) results instead of resuming.")
+@click.option("--runner", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="This machine, or Ray (downloads as CPU tasks, the models in a pool of GPU actors).")
+@click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True)
 @friendly_errors
 def command(dataset, models, checkpoints, head_synsets, restrict_to, labels, image_col, batch_size, device,
             precision, chunk_rows, reject_non_rgb, concurrency, timeout, retries, allow_private_network, save_dataset,
-            overwrite,
-            no_progress, out):
+            overwrite, runner, ray_address, no_progress, out):
     """Top-5 ImageNet predictions of one or more classifiers for every image of DATASET.
 
     DATASET is a parquet with `uid` and an image column (URLs or paths), or a local folder:
@@ -58,7 +60,7 @@ def command(dataset, models, checkpoints, head_synsets, restrict_to, labels, ima
                              restrict_to=restrict_to, chunk_rows=chunk_rows, labels=labels, image_col=image_col,
                              fetch=fetch_config(concurrency, timeout, retries, allow_private_network,
                                                 not reject_non_rgb),
-                             progress=not no_progress, overwrite=overwrite)
+                             progress=not no_progress, overwrite=overwrite, runner=runner, ray_address=ray_address)
     info = predict_dataset(dataset, out, options, save_dataset)
     params = {"dataset": dataset, "models": [vars(r) for r in requests], "batch_size": batch_size,
               "restrict_to": restrict_to, "labels": labels, "chunk_rows": chunk_rows,

@@ -55,6 +55,8 @@ class PredictOptions:
     fetch: object | None = None  # a laionet.fetch.FetchConfig (default: its defaults)
     progress: bool = True
     overwrite: bool = False
+    runner: str = "local"  # or "ray": downloads as Ray tasks, models in a Ray actor pool (predict/ray_run.py)
+    ray_address: str | None = None
 
 
 def read_items(dataset: str, labels: str | None = None, image_col: str | None = None) -> pa.Table:
@@ -92,6 +94,8 @@ def check_models(options: PredictOptions) -> None:
         raise LaionetError("no model given: add --model SPEC (timm:NAME or hf:NAME_OR_PATH)")
     if options.batch_size < 1 or options.chunk_rows < 1:
         raise LaionetError("--batch-size and --chunk-rows must be at least 1")
+    if options.runner not in ("local", "ray"):
+        raise LaionetError(f"unknown runner {options.runner!r}: use local or ray")
     for request in options.models:
         check_classifier(request.spec, request.checkpoint, options.precision, request.head_synsets)
 
@@ -138,14 +142,21 @@ def predict_dataset(dataset: str, out: str | Path, options: PredictOptions,
     if len(set(names)) != len(names):
         raise LaionetError(f"two models would share the name in the model column: {', '.join(names)}")
     classifiers = [load_classifier(r.spec, options.device, r.checkpoint, options.precision, r.head_synsets)
-                   for r in options.models] if todo else []
+                   for r in options.models] if todo and options.runner == "local" else []
+    device = classifiers[0].device if classifiers else None
     bar = Progress("predict", items.num_rows, initial=done_rows, enabled=options.progress, unit="images")
     work_started = time.perf_counter()
     try:
-        for name, start in todo:
-            chunk = items.slice(start, options.chunk_rows)
-            table, stats = predict_chunk(chunk, classifiers, options, restrict, bar)
-            store.write(name, {OUTPUT: table}, stats)
+        if options.runner == "ray" and todo:
+            from laionet.predict.ray_run import predict_chunks_ray
+
+            device = predict_chunks_ray([(name, items.slice(start, options.chunk_rows)) for name, start in todo],
+                                        store, options, restrict, bar)
+        else:
+            for name, start in todo:
+                chunk = items.slice(start, options.chunk_rows)
+                table, stats = predict_chunk(chunk, classifiers, options, restrict, bar)
+                store.write(name, {OUTPUT: table}, stats)
     finally:
         bar.close()
     work_seconds = time.perf_counter() - work_started
@@ -155,7 +166,7 @@ def predict_dataset(dataset: str, out: str | Path, options: PredictOptions,
     store.reset()
     images_done = items.num_rows - done_rows
     info.update(dataset=dataset, rows_out=rows, models=[str(r.spec) for r in options.models],
-                device=classifiers[0].device if classifiers else None, images_computed=images_done,
+                device=device, images_computed=images_done,
                 images_per_second=images_done / work_seconds if work_seconds > 0 and images_done else None,
                 seconds=time.perf_counter() - started)
     return info
@@ -171,6 +182,13 @@ def predict_chunk(chunk: pa.Table, classifiers: list[Classifier], options: Predi
                   restrict: frozenset | None, bar=None) -> tuple[pa.Table, dict]:
     """Predictions of every model for the rows of `chunk`: a table in SCHEMA, sorted by (model, uid)."""
     uids = chunk.column("uid").to_pylist()
+    results = _iter_images(zip(uids, chunk.column("image").to_pylist()), options.fetch)
+    return predict_results(uids, results, classifiers, options, restrict, bar)
+
+
+def predict_results(uids: list[int], results: Iterable, classifiers: list[Classifier], options: PredictOptions,
+                    restrict: frozenset | None, bar=None) -> tuple[pa.Table, dict]:
+    """`predict_chunk` for fetched images (objects with uid, status, error, image), whoever fetched them."""
     status: dict[int, tuple[str, str | None]] = {}
     model_status: list[dict[int, tuple[str, str]]] = [{} for _ in classifiers]
     tops: list[dict[int, list[str]]] = [{} for _ in classifiers]
@@ -185,7 +203,7 @@ def predict_chunk(chunk: pa.Table, classifiers: list[Classifier], options: Predi
                 tops[m][uid] = top
             batches[m].clear()
 
-    for result in _iter_images(zip(uids, chunk.column("image").to_pylist()), options.fetch):
+    for result in results:
         status[result.uid] = (result.status, result.error)
         if result.status == "ok":
             for m, classifier in enumerate(classifiers):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 
 from laionet.errors import LaionetError
 from laionet.io.inputs import InputPlan, Shard
@@ -65,35 +66,45 @@ def run_shards_ray(stage: Stage, plan: InputPlan, shards: list[Shard], store: Sh
     if not shards:
         Progress(stage.name, total_rows, initial=done_rows, enabled=progress).close()
         return
-    started_here = _init_ray(ray, ray_address)
-    context = ray.data.DataContext.get_current()
-    data_log = logging.getLogger("ray.data")
-    saved = context.enable_progress_bars, data_log.level
+    started_here = init_ray(ray, ray_address)
     bar = None
     try:
-        context.enable_progress_bars = False  # ours is the only bar
-        data_log.setLevel(logging.ERROR)  # no execution-plan chatter around it
-        size, remote_args = _pool(ray, stage, workers, len(shards))
-        # One block per shard, so each shard is its own task and finished shards stream back one by one.
-        dataset = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
-        results = dataset.map_batches(
-            ShardWorker, batch_size=1, batch_format="numpy",
-            fn_constructor_args=(stage, plan, store, os.getcwd()),
-            compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
-        bar = Progress(stage.name, total_rows, initial=done_rows, enabled=progress)
-        for row in results.iter_rows():
-            if row["error"]:
-                raise LaionetError(row["error"])
-            bar.update(int(row["rows"]))
+        with quiet_ray_data(ray):
+            size, remote_args = _pool(ray, stage, workers, len(shards))
+            # One block per shard, so each shard is its own task and finished shards stream back one by one.
+            dataset = ray.data.from_items([{"shard": s.index} for s in shards], override_num_blocks=len(shards))
+            results = dataset.map_batches(
+                ShardWorker, batch_size=1, batch_format="numpy",
+                fn_constructor_args=(stage, plan, store, os.getcwd()),
+                compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
+            bar = Progress(stage.name, total_rows, initial=done_rows, enabled=progress)
+            for row in results.iter_rows():
+                if row["error"]:
+                    raise LaionetError(row["error"])
+                bar.update(int(row["rows"]))
     finally:
         if bar is not None:
             bar.close()
-        context.enable_progress_bars, _ = saved
-        data_log.setLevel(saved[1])
         if started_here:
             ray.shutdown()
 
-def _init_ray(ray, address: str | None) -> bool:
+
+@contextmanager
+def quiet_ray_data(ray):
+    """No Ray Data progress bars (ours is the only bar) and no execution-plan chatter around it."""
+    context = ray.data.DataContext.get_current()
+    data_log = logging.getLogger("ray.data")
+    saved = context.enable_progress_bars, data_log.level
+    try:
+        context.enable_progress_bars = False
+        data_log.setLevel(logging.ERROR)
+        yield
+    finally:
+        context.enable_progress_bars = saved[0]
+        data_log.setLevel(saved[1])
+
+
+def init_ray(ray, address: str | None) -> bool:
     """Join the cluster at `address`, or an already initialised Ray; else start a local one (True)."""
     if ray.is_initialized():
         return False
