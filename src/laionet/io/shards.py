@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -75,3 +76,30 @@ class ShardStore:
 
     def first_schema(self, output: str, shard_names: list[str]) -> pa.Schema:
         return pq.read_schema(self._file(output, shard_names[0]))
+
+
+@dataclass
+class ChunkedRun:
+    """Rows of one table processed in fixed-size chunks through a ShardStore (predict, zeroshot, ocr)."""
+
+    store: ShardStore
+    chunks: list[tuple[str, int]]  # (chunk name, first row), all of them, in order
+    todo: list[tuple[str, int]]  # the chunks not yet done
+    done_rows: int  # rows covered by chunks already done (a resumed run)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.chunks]
+
+
+def open_chunked_run(out: Path, outputs: list[str], fingerprint: dict, rows: int, chunk_rows: int,
+                     overwrite: bool) -> ChunkedRun:
+    """The work folder beside `out`, and which of its chunks of `chunk_rows` rows are still to do."""
+    store = ShardStore(out.with_name(f".{out.name}.work"), outputs, fingerprint)
+    if overwrite:
+        store.reset()
+    store.open()
+    chunks = [(f"chunk-{i // chunk_rows:06d}", i) for i in range(0, rows, chunk_rows)]
+    todo = [(name, start) for name, start in chunks if not store.is_done(name)]
+    done_rows = rows - sum(min(chunk_rows, rows - start) for _, start in todo)
+    return ChunkedRun(store, chunks, todo, done_rows)

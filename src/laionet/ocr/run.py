@@ -88,7 +88,7 @@ def join_texts(texts: list[str]) -> str:
 def ocr_dataset(dataset: str, vocab: str | Path, out: str | Path, options: OcrOptions,
                 merged_output: str | Path | None = None) -> dict:
     """Recognise the text of every image of `dataset`, flag against `vocab` names, write `out`; return a summary."""
-    from laionet.io.shards import ShardStore
+    from laionet.io.shards import open_chunked_run
     from laionet.ocr.engines import load_reader
     from laionet.progress import Progress
 
@@ -104,14 +104,9 @@ def ocr_dataset(dataset: str, vocab: str | Path, out: str | Path, options: OcrOp
         raise LaionetError(f"{dataset}: uids are not unique")
 
     engine_label = getattr(options.reader, "name", None) or f"{options.engine}:{'+'.join(options.languages)}"
-    store = ShardStore(out.with_name(f".{out.name}.work"), [OUTPUT],
-                       _fingerprint(dataset, items, names, engine_label, options))
-    if options.overwrite:
-        store.reset()
-    store.open()
-    chunks = [(f"chunk-{i // options.chunk_rows:06d}", i) for i in range(0, items.num_rows, options.chunk_rows)]
-    todo = [(name, start) for name, start in chunks if not store.is_done(name)]
-    done_rows = items.num_rows - sum(min(options.chunk_rows, items.num_rows - start) for _, start in todo)
+    fingerprint = _fingerprint(dataset, items, names, engine_label, options)
+    chunked = open_chunked_run(out, [OUTPUT], fingerprint, items.num_rows, options.chunk_rows, options.overwrite)
+    store, chunks, todo, done_rows = chunked.store, chunked.chunks, chunked.todo, chunked.done_rows
 
     reader = None
     if todo:

@@ -116,7 +116,7 @@ def predict_dataset(dataset: str, out: str | Path, options: PredictOptions,
                     save_dataset: str | Path | None = None) -> dict:
     """Predict every row of `dataset` with every model; write `out` and return the run's summary."""
     from laionet.io.atomic import atomic_path
-    from laionet.io.shards import ShardStore
+    from laionet.io.shards import open_chunked_run
     from laionet.progress import Progress
 
     started = time.perf_counter()
@@ -130,13 +130,9 @@ def predict_dataset(dataset: str, out: str | Path, options: PredictOptions,
         with atomic_path(save_dataset) as tmp:
             pq.write_table(items, tmp)
 
-    store = ShardStore(out.with_name(f".{out.name}.work"), [OUTPUT], _fingerprint(dataset, items, options))
-    if options.overwrite:
-        store.reset()
-    store.open()
-    chunks = [(f"chunk-{i // options.chunk_rows:06d}", i) for i in range(0, items.num_rows, options.chunk_rows)]
-    todo = [(name, start) for name, start in chunks if not store.is_done(name)]
-    done_rows = items.num_rows - sum(min(options.chunk_rows, items.num_rows - start) for _, start in todo)
+    fingerprint = _fingerprint(dataset, items, options)
+    chunked = open_chunked_run(out, [OUTPUT], fingerprint, items.num_rows, options.chunk_rows, options.overwrite)
+    store, todo, done_rows = chunked.store, chunked.todo, chunked.done_rows
 
     names = [parse_label(r.spec) for r in options.models]
     if len(set(names)) != len(names):

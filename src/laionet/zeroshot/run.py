@@ -92,7 +92,7 @@ def zeroshot_dataset(dataset: str, vocab: str | Path, out: str | Path, options: 
                      save_dataset: str | Path | None = None) -> dict:
     """Zero-shot top-5 for every row of `dataset` against the classes of `vocab`; write `out`, return a summary."""
     from laionet.io.atomic import atomic_path
-    from laionet.io.shards import ShardStore
+    from laionet.io.shards import open_chunked_run
     from laionet.progress import Progress
     from laionet.score.encoders import load_text_encoder
     from laionet.zeroshot.image_encoders import check_image_encoder, load_image_encoder
@@ -113,14 +113,9 @@ def zeroshot_dataset(dataset: str, vocab: str | Path, out: str | Path, options: 
             pq.write_table(items, tmp)
 
     schema = output_schema(options.similarity_col)
-    store = ShardStore(out.with_name(f".{out.name}.work"), [OUTPUT],
-                       _fingerprint(dataset, items, wnids, texts, options))
-    if options.overwrite:
-        store.reset()
-    store.open()
-    chunks = [(f"chunk-{i // options.chunk_rows:06d}", i) for i in range(0, items.num_rows, options.chunk_rows)]
-    todo = [(name, start) for name, start in chunks if not store.is_done(name)]
-    done_rows = items.num_rows - sum(min(options.chunk_rows, items.num_rows - start) for _, start in todo)
+    fingerprint = _fingerprint(dataset, items, wnids, texts, options)
+    chunked = open_chunked_run(out, [OUTPUT], fingerprint, items.num_rows, options.chunk_rows, options.overwrite)
+    store, chunks, todo, done_rows = chunked.store, chunked.chunks, chunked.todo, chunked.done_rows
 
     device = None
     query_seconds = 0.0
