@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] {path.name}: timing laionet score ...", flush=True)
         scored = BENCH_DIR / f"scored-{name}.parquet"
 
-        def baseline():
+        def baseline(name=name, path=path):
             if loader is not None:
                 loader.join()
             if "encoder" not in baseline_encoder:
@@ -329,12 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, res in results["sets"].items():
         lai, base = res["laionet"], res["baseline"]
-        rows.append((f"{name} ({res['duplicate_rate']:.0%} dup, {res['distinct_wnids']} classes)", f"{res['rows']:,}",
-                     f"{lai['best_s']:.2f}", fmt_rate(lai["captions_per_s"]), f"{base['rows']:,}", f"{base['seconds']:.2f}",
+        rows.append((f"{name} ({res['duplicate_rate']:.0%} dup, {res['distinct_wnids']} classes)",
+                     f"{res['rows']:,}", f"{lai['best_s']:.2f}", fmt_rate(lai["captions_per_s"]),
+                     f"{base['rows']:,}", f"{base['seconds']:.2f}",
                      fmt_rate(base["captions_per_s"]), fmt_ratio(res["speedup"]),
                      f"{res['similarity_check']['max_abs_diff']:.1e}"))
-    print_table(rows, ("set", "rows", "laionet s", "laionet cap/s", "original rows", "original s", "original cap/s", "speed-up",
-                       "max |diff|"))
+    print_table(rows, ("set", "rows", "laionet s", "laionet cap/s", "original rows", "original s", "original cap/s",
+                       "speed-up", "max |diff|"))
     print(f"(laionet: whole process incl. start, imports, model load and {vocab_classes} query encodings; "
           f"original: the loop only, model already loaded ({load_s:.1f} s))")
     for name, res in results["sets"].items():

@@ -102,3 +102,16 @@ def test_changed_inputs_are_not_mixed_with_partial_results(tmp_path, big_caption
         run_match([str(sample_parquet)], paper_vocab_path, out, Columns(), run=RunOptions(progress=False))
     run_match([str(sample_parquet)], paper_vocab_path, out, Columns(), run=RunOptions(progress=False, overwrite=True))
     assert out.exists()
+
+
+def test_forked_workers_write_what_threads_write(tmp_path, big_captions, paper_vocab_path):
+    """The paper matcher runs in forked processes when workers > 1; the output must not depend on it."""
+    outputs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"matches-{workers}.parquet"
+        run_match([str(big_captions)], paper_vocab_path, out, Columns(), shard_rows=10_000,
+                  candidates=tmp_path / f"candidates-{workers}.parquet",
+                  run=RunOptions(progress=False, workers=workers))
+        outputs[workers] = (pq.read_table(out), pq.read_table(tmp_path / f"candidates-{workers}.parquet"))
+    assert outputs[1][0].equals(outputs[2][0]) and outputs[1][1].equals(outputs[2][1])
+    assert outputs[1][0].num_rows > 1000

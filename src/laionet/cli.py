@@ -229,6 +229,7 @@ def _register_subcommands() -> None:
     from laionet.fetch.cli import command as fetch_command
     from laionet.ocr.cli import command as ocr_command
     from laionet.predict.cli import command as predict_command
+    from laionet.similarity.cli import command as similarity_command
     from laionet.zeroshot.cli import command as zeroshot_command
 
     main.add_command(fetch_command)
@@ -236,6 +237,7 @@ def _register_subcommands() -> None:
     main.add_command(zeroshot_command)
     main.add_command(ocr_command)
     main.add_command(evaluate_command)
+    main.add_command(similarity_command)
 
 
 _register_subcommands()

@@ -44,6 +44,12 @@ class MatchStage:
         self.columns = None if keep_candidates else [plan.text_col]
         self.matcher: Matcher | None = None
 
+    @property
+    def fork_safe(self) -> bool:
+        # the paper path uses pyarrow, numpy and the automaton only; `clean` normalises with Polars,
+        # whose thread pool does not survive a fork
+        return not self.preset.normalize_lemmas
+
     def setup(self) -> None:
         if self.matcher is None:
             self.matcher = Matcher(self.lemma_to_wnid, self.preset, self.engine)

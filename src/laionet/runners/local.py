@@ -1,19 +1,27 @@
-"""The local runner: shards in a thread pool, a bounded number in flight, a progress bar.
+"""The local runner: shards in a pool of workers, a bounded number in flight, a progress bar.
 
-The heavy work inside a stage (Parquet decoding, Arrow kernels, the automaton, Torch) runs in native code,
-much of it without the GIL, so threads use the cores without copying batches between processes. At most
+Most stages run in threads: their heavy work (Parquet decoding, Arrow kernels, Torch) runs in native code
+without the GIL. A stage that marks itself `fork_safe` (the paper matcher, whose byte translation and
+Hyperscan scan hold the GIL) runs in forked worker processes instead, on Linux: the children inherit the
+built automaton, write their shards themselves and return only counts, so nothing big is pickled. At most
 `workers + 1` shards are in flight, so memory stays flat whatever the input size.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+import sys
+import warnings
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 from laionet.io.inputs import InputPlan, Shard
 from laionet.io.shards import ShardStore
 from laionet.progress import Progress
 from laionet.runners.base import Stage, process_shard
+
+# What forked workers run: set by the parent just before it forks, inherited by the children.
+_FORKED: tuple | None = None
 
 
 def default_workers(stage: Stage) -> int:
@@ -33,14 +41,31 @@ def run_shards_local(stage: Stage, plan: InputPlan, shards: list[Shard], store: 
         bar.close()
 
 
+def _forked_shard(index: int) -> dict:
+    stage, plan, store = _FORKED
+    return process_shard(stage, plan, plan.shards[index], store)
+
+
+def _pool(stage: Stage, plan: InputPlan, store: ShardStore, workers: int) -> tuple[Executor, bool]:
+    global _FORKED
+    if workers > 1 and getattr(stage, "fork_safe", False) and sys.platform.startswith("linux"):
+        _FORKED = (stage, plan, store)
+        with warnings.catch_warnings():  # the children use no library that forking would upset
+            warnings.simplefilter("ignore")
+            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")), True
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"laionet-{stage.name}"), False
+
+
 def _run(stage: Stage, plan: InputPlan, shards: list[Shard], store: ShardStore, workers: int, bar: Progress) -> None:
     todo = iter(shards)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"laionet-{stage.name}")
+    pool, forked = _pool(stage, plan, store, workers)
     running: dict = {}
     try:
         while True:
             for shard in todo:
-                running[pool.submit(process_shard, stage, plan, shard, store)] = shard
+                future = pool.submit(_forked_shard, shard.index) if forked else \
+                    pool.submit(process_shard, stage, plan, shard, store)
+                running[future] = shard
                 if len(running) > workers:
                     break
             if not running:

@@ -1,0 +1,284 @@
+"""`laionet similarity`: intra-class image-image cosine similarities (spec §8).
+
+Per class (the `label_col` of the dataset, `wnid` by default): a seeded random sample of at most `per_class`
+rows (the original took the FIRST 100 in set order, spec §11.8), sorted by uid; the images are embedded
+(failures are skipped and counted), L2-normalised, S = E·Eᵀ, and the strict lower triangle (the n(n−1)/2
+pairs without the diagonal, spec §8.4) is kept.
+
+Encoders:
+
+    timm:NAME               timm's pooled pre-logits features, `forward_head(forward_features(x), pre_logits=True)`
+                            (no classifier head; weights as in `laionet predict`: pretrained, or --checkpoint)
+    hf-clip:NAME_OR_PATH    CLIP image embeddings (`laionet.zeroshot.image_encoders`)
+    open-clip:ARCH/PRETRAINED
+
+HF `ViTModel.pooler_output` (the original's "vit*") is not offered: for classification checkpoints its
+pooler is randomly initialised (spec §11.22).
+
+Outputs in the folder OUT:
+
+    pairs.parquet     label (string), i_uid, j_uid (int64), similarity (float32): one row per pair, i_uid > j_uid
+    classes.parquet   label, sampled (rows drawn), failed (images that could not be embedded), n (images
+                      embedded), pairs = n(n−1)/2, mean_similarity, std (population, ddof=0), ci_low, ci_high
+                      = mean ∓ 1.96·std/√(pairs−1) (spec §8.4; null with fewer than 2 pairs)
+    manifest.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from laionet.errors import LaionetError
+from laionet.predict.run import _iter_images, _one_line, read_items
+
+CLASSIFIER_KINDS = ("timm",)
+CLIP_KINDS = ("hf-clip", "open-clip")
+PAIRS = "pairs.parquet"
+CLASSES = "classes.parquet"
+MANIFEST = "manifest.json"
+Z = 1.96
+
+PAIRS_SCHEMA = pa.schema([("label", pa.string()), ("i_uid", pa.int64()), ("j_uid", pa.int64()),
+                          ("similarity", pa.float32())])
+CLASSES_SCHEMA = pa.schema([("label", pa.string()), ("sampled", pa.int64()), ("failed", pa.int64()),
+                            ("n", pa.int64()), ("pairs", pa.int64()), ("mean_similarity", pa.float64()),
+                            ("std", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64())])
+
+
+@dataclass(frozen=True)
+class SimilarityOptions:
+    encoder: str
+    checkpoint: str | None = None
+    label_col: str = "wnid"
+    per_class: int = 100
+    seed: int = 0
+    batch_size: int = 64
+    device: str | None = None
+    precision: str = "auto"
+    labels: str | None = None
+    image_col: str | None = None
+    fetch: object | None = None
+    progress: bool = True
+
+
+class _TimmFeatures:
+    """Pooled pre-logits features of a timm classifier (no head), unit norm, float32."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+        self.transform = classifier.transform
+        self.device = classifier.device
+        self.name = classifier.name
+
+    def encode(self, pixels) -> np.ndarray:
+        import torch
+
+        from laionet.predict.models import _autocast
+
+        model = self.classifier.model
+        with torch.inference_mode(), _autocast(self.device, self.classifier.precision):
+            features = model.forward_head(model.forward_features(pixels.to(self.device)), pre_logits=True)
+        return l2_normalise(features.float().cpu().numpy())
+
+
+def encoder_kind(spec: str) -> str:
+    kind, colon, name = str(spec).strip().partition(":")
+    if kind not in CLASSIFIER_KINDS + CLIP_KINDS or not colon or not name.strip():
+        raise LaionetError(f"bad encoder '{spec}': use timm:NAME, hf-clip:NAME_OR_PATH or open-clip:ARCH/PRETRAINED")
+    return kind
+
+
+def check_encoder_spec(spec: str, checkpoint: str | None, precision: str) -> None:
+    """What can be checked without loading."""
+    if encoder_kind(spec) in CLASSIFIER_KINDS:
+        from laionet.predict.models import check_classifier
+
+        check_classifier(spec, checkpoint, precision)
+    else:
+        from laionet.zeroshot.image_encoders import check_image_encoder
+
+        check_image_encoder(spec, checkpoint, precision)
+
+
+def load_encoder(spec: str, device: str | None, checkpoint: str | None, precision: str):
+    """An object with `transform(PIL) -> tensor`, `encode(stacked tensors) -> unit rows`, `device`, `name`."""
+    if encoder_kind(spec) in CLASSIFIER_KINDS:
+        from laionet.predict.models import load_classifier
+
+        return _TimmFeatures(load_classifier(spec, device, checkpoint, precision))
+    from laionet.zeroshot.image_encoders import load_image_encoder
+
+    return load_image_encoder(spec, device, checkpoint, precision)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def class_rng(seed: int, label: str) -> np.random.Generator:
+    """A generator that depends only on (seed, label): the same sample whatever the other classes are."""
+    digest = hashlib.sha256(f"{int(seed)}\x00{label}".encode("utf-8", "surrogatepass")).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def sample_class(uids: np.ndarray, label: str, per_class: int, seed: int) -> np.ndarray:
+    """At most `per_class` of `uids`, drawn without replacement, returned sorted."""
+    uids = np.sort(np.asarray(uids, dtype=np.int64))
+    if len(uids) <= per_class:
+        return uids
+    return np.sort(class_rng(seed, label).choice(uids, size=per_class, replace=False))
+
+
+def lower_triangle(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, S[i, j]) for i > j of S = E·Eᵀ."""
+    sims = embeddings @ embeddings.T
+    i, j = np.tril_indices(len(embeddings), k=-1)
+    return i, j, sims[i, j].astype(np.float32)
+
+
+def summarise(values: np.ndarray) -> dict:
+    """mean, std and the paper's interval mean ± 1.96·std/√(pairs−1) (spec §8.4)."""
+    pairs = len(values)
+    if pairs == 0:
+        return {"pairs": 0, "mean_similarity": None, "std": None, "ci_low": None, "ci_high": None}
+    values = values.astype(np.float64)
+    mean, std = float(values.mean()), float(values.std())
+    half = Z * std / np.sqrt(pairs - 1) if pairs > 1 else None
+    return {"pairs": pairs, "mean_similarity": mean, "std": std,
+            "ci_low": mean - half if half is not None else None, "ci_high": mean + half if half is not None else None}
+
+
+def read_labelled_items(dataset: str, label_col: str, labels: str | None, image_col: str | None) -> pa.Table:
+    """`uid`, `image`, `label` (string); rows without a label are dropped."""
+    items = read_items(dataset, labels, image_col)
+    if label_col in items.column_names:
+        label = items.column(label_col)
+    else:
+        path = Path(dataset).expanduser()
+        names = pq.read_schema(path).names if path.is_file() else items.column_names
+        if label_col not in names:
+            raise LaionetError(f"{dataset}: no label column '{label_col}'; it has {', '.join(names)} "
+                               f"(choose one with --label-col)")
+        label = pq.read_table(path, columns=[label_col]).column(label_col)
+    label = label.cast(pa.string()) if label.type != pa.string() else label
+    table = pa.table({"uid": items.column("uid"), "image": items.column("image"), "label": label})
+    table = table.filter(pc.is_valid(table.column("label")))
+    if pc.count_distinct(table.column("uid")).as_py() != table.num_rows:
+        raise LaionetError(f"{dataset}: uids are not unique")
+    return table
+
+
+def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions) -> dict:
+    """Write OUT/pairs.parquet and OUT/classes.parquet; return a summary for the manifest."""
+    from laionet.io.atomic import atomic_path
+    from laionet.progress import Progress
+
+    started = time.perf_counter()
+    out = Path(out)
+    if options.per_class < 2:
+        raise LaionetError("--per-class must be at least 2 (pairs need two images)")
+    if options.batch_size < 1:
+        raise LaionetError("--batch-size must be at least 1")
+    check_encoder_spec(options.encoder, options.checkpoint, options.precision)
+    items = read_labelled_items(dataset, options.label_col, options.labels, options.image_col)
+
+    by_label: dict[str, list[int]] = {}
+    for uid, label in zip(items.column("uid").to_pylist(), items.column("label").to_pylist()):
+        by_label.setdefault(label, []).append(uid)
+    image_of = dict(zip(items.column("uid").to_pylist(), items.column("image").to_pylist()))
+    samples = {label: sample_class(np.array(uids), label, options.per_class, options.seed)
+               for label, uids in sorted(by_label.items())}
+    total = sum(len(s) for s in samples.values())
+
+    encoder = load_encoder(options.encoder, options.device, options.checkpoint, options.precision)
+    status: Counter = Counter()
+    errors: list[str] = []
+    class_rows: list[dict] = []
+    bar = Progress("similarity", total, enabled=options.progress, unit="images")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(out / PAIRS) as tmp, pq.ParquetWriter(tmp, PAIRS_SCHEMA) as writer:
+            for label, uids in samples.items():
+                items_of_class = [(int(u), image_of[int(u)]) for u in uids]
+                embedded = embed_class(label, items_of_class, encoder, options, status, errors, bar)
+                kept = np.array(sorted(embedded), dtype=np.int64)
+                if len(kept) >= 2:
+                    matrix = l2_normalise(np.stack([embedded[u] for u in kept]))
+                    i, j, values = lower_triangle(matrix)
+                    writer.write_table(pa.table({"label": pa.array([label] * len(values), pa.string()),
+                                                 "i_uid": kept[i], "j_uid": kept[j], "similarity": values},
+                                                schema=PAIRS_SCHEMA))
+                else:
+                    values = np.zeros(0, dtype=np.float32)
+                class_rows.append({"label": label, "sampled": len(uids), "failed": len(uids) - len(kept),
+                                   "n": len(kept), **summarise(values)})
+    finally:
+        bar.close()
+    classes = pa.Table.from_pylist(class_rows, schema=CLASSES_SCHEMA)
+    with atomic_path(out / CLASSES) as tmp:
+        pq.write_table(classes, tmp)
+
+    means = [row["mean_similarity"] for row in class_rows if row["mean_similarity"] is not None]
+    failed = sum(row["failed"] for row in class_rows)
+    return {"dataset": dataset, "rows_in": items.num_rows, "classes": len(class_rows),
+            "classes_with_pairs": len(means), "images_sampled": total, "images_embedded": total - failed,
+            "images_failed": failed, "failures": dict(status), "errors_sample": errors[:20],
+            "pairs": int(sum(row["pairs"] for row in class_rows)),
+            "mean_of_class_means": float(np.mean(means)) if means else None,
+            "encoder": options.encoder, "device": encoder.device,
+            "seconds": time.perf_counter() - started}
+
+
+def embed_class(label: str, items: list[tuple[int, str]], encoder, options: SimilarityOptions, status: Counter,
+                errors: list[str], bar=None) -> dict[int, np.ndarray]:
+    """uid -> embedding of the images of one class that could be read, transformed and embedded."""
+    import torch
+
+    embedded: dict[int, np.ndarray] = {}
+    batch: list[tuple[int, object]] = []
+
+    def note(message: str) -> None:
+        if len(errors) < 20:
+            errors.append(message)
+
+    def flush() -> None:
+        if not batch:
+            return
+        ids, tensors = zip(*batch)
+        batch.clear()
+        try:
+            rows = encoder.encode(torch.stack(tensors))
+        except Exception as exc:  # e.g. out of memory on one batch: count it, keep going
+            status["model_error"] += len(ids)
+            note(f"{label}: {_one_line(exc)}")
+            return
+        embedded.update(zip(ids, rows))
+
+    for result in _iter_images(items, options.fetch):
+        if result.status == "ok":
+            try:
+                batch.append((result.uid, encoder.transform(result.image)))
+            except Exception as exc:  # one unusual image must not end the run
+                status["transform_error"] += 1
+                note(f"{result.uid}: {_one_line(exc)}")
+            if len(batch) >= options.batch_size:
+                flush()
+        else:
+            status[result.status] += 1
+            if result.error:
+                note(f"{result.uid}: {result.error}")
+        if bar is not None:
+            bar.update(1)
+    flush()
+    return embedded
