@@ -12,7 +12,8 @@ import click
 
 from laionet.cli_common import echo, friendly_errors, manifest_beside
 from laionet.errors import LaionetError
-from laionet.fetch.options import fetch_config, fetch_options
+from laionet.fetch.options import fetch_config
+from laionet.predict.options import image_run_options
 
 
 @click.command(name="predict")
@@ -24,19 +25,7 @@ from laionet.fetch.options import fetch_config, fetch_options
 @click.option("--head-synsets", multiple=True,
               help="Per --model, for heads that are not ImageNet-1k/-21k/-22k: a file of wnids in class-index order.")
 @click.option("--restrict-to", help="Rank only these classes: imagenet-1k, or a file of wnids.")
-@click.option("--labels", type=click.Path(), help="imagenet-val: ground truth (devkit txt with meta.mat beside it, "
-                                                  "or CSV file,wnid); imagenet-v2: class_info.json.")
-@click.option("--image-col", help="Parquet input: image column (default: URL, url, image or path).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-              show_default=True, help="auto: fp16 autocast on GPU, fp32 on CPU.")
-@click.option("--chunk-rows", type=int, default=10_000, show_default=True, help="Rows per chunk (unit of resume).")
-@click.option("--reject-non-rgb", is_flag=True, help="Fail non-RGB images as the paper did (default: convert).")
-@fetch_options
-@click.option("--save-dataset", type=click.Path(path_type=Path),
-              help="Also write the dataset table (uid, image, wnid, key) here, for `laionet evaluate`.")
-@click.option("--overwrite", is_flag=True, help="Discard earlier (partial) results instead of resuming.")
+@image_run_options
 @click.option("--runner", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="This machine, or Ray (downloads as CPU tasks, the models in a pool of GPU actors).")
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
