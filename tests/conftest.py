@@ -52,3 +52,27 @@ def clean_vocab_path(tmp_path_factory, synsets_file) -> Path:
     path = tmp_path_factory.mktemp("vocab") / "vocab-clean.parquet"
     write_vocab(build_vocab(f"synsets:{synsets_file}", "clean"), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A tiny random ViT ImageNet-1k classifier saved as a transformers folder, for the real `hf:` loading code."""
+    import torch
+    transformers = pytest.importorskip("transformers")
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=37, num_labels=1000)
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A small local Ray for one test module; the runners join it instead of starting their own."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -98,17 +98,6 @@ def test_in_order_loading_needs_matching_shapes(tmp_path):
 # --- tiny random classifiers ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory) -> Path:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=37, num_labels=1000)
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:

@@ -78,18 +78,6 @@ def server():
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=37, num_labels=1000)
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
 
 def build_rows(server) -> dict[int, tuple[str, str]]:
     """uid -> (URL, kind): kind is the fault's expected status, or 'healthy', 'gray', 'recovered'."""

@@ -20,25 +20,12 @@ from laionet.predict.cli import command  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared/data/imagenet_samples"
 
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared sample images not available")
+pytestmark = [
+    pytest.mark.usefixtures("ray_cluster"),
+    pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared sample images not available"),
+]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny_vit(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=37, num_labels=1000)
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    transformers.ViTForImageClassification(config).save_pretrained(folder)
-    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,11 @@ DATA = Path(__file__).parents[1].parent / "shared/data"
 SAMPLE = DATA / "laion_sample_5k.parquet"
 SYNSETS = f"synsets:{DATA / 'ILSVRC2012_synsets.txt'}"
 
-pytestmark = pytest.mark.skipif(not SAMPLE.exists(), reason="needs the shared LAION sample")
+pytestmark = [
+    pytest.mark.usefixtures("ray_cluster"),
+    pytest.mark.skipif(not SAMPLE.exists(), reason="needs the shared LAION sample"),
+]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024 * 1024, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
