@@ -8,7 +8,6 @@ non-overlapping matches, so "mountain lion" is not also "lion" (spec §11.3).
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from laionet.match import normalize
@@ -44,6 +43,8 @@ class Matcher:
         if self.engine is None or len(texts) == 0:
             return MATCHES_SCHEMA.empty_table()
         if self.preset.normalize_lemmas:
+            import polars as pl
+
             normalized = pl.select(normalize.caption_expr(pl.lit(pl.Series(texts)), self.preset)).to_series()
             haystack = build_haystack(normalized.to_arrow(), pad="", strip_punctuation=False)
         else:

@@ -12,9 +12,12 @@ adjacent words ("lion tiger") can both match without sharing a separator.
 
 from __future__ import annotations
 
-import polars as pl
+from typing import TYPE_CHECKING
 
 from laionet.presets import Preset
+
+if TYPE_CHECKING:  # Polars is imported only where a preset needs it: `paper` starts faster without it
+    import polars as pl
 
 # Python's string.punctuation, as a regex class: 0x21-0x2F, 0x3A-0x40, 0x5B-0x60, 0x7B-0x7E.
 ASCII_PUNCTUATION = r"[!-/:-@\[-`{-~]"
@@ -31,6 +34,8 @@ def _clean_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
 
 def caption_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
     """The haystack the Aho-Corasick automaton runs over."""
+    import polars as pl
+
     if not preset.normalize_lemmas:  # paper
         return pl.concat_str([pl.lit(" "), expr.str.replace_all(ASCII_PUNCTUATION, " "), pl.lit(" ")])
     expr = _clean_expr(expr, preset)
@@ -47,6 +52,8 @@ def lemma_key_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
 
 def pattern_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
     """The needle searched for in `caption_expr`'s haystack."""
+    import polars as pl
+
     key = lemma_key_expr(expr, preset)
     if preset.normalize_lemmas and preset.longest_match:
         key = key.str.replace_all(" ", "  ", literal=True)
@@ -54,8 +61,16 @@ def pattern_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
 
 
 def lemma_keys(lemmas: list[str], preset: Preset) -> list[str]:
+    if not preset.normalize_lemmas:  # paper: the exact string
+        return list(lemmas)
+    import polars as pl
+
     return pl.select(lemma_key_expr(pl.lit(pl.Series(lemmas, dtype=pl.String)), preset)).to_series().to_list()
 
 
 def patterns(lemmas: list[str], preset: Preset) -> list[str]:
+    if not preset.normalize_lemmas:  # paper: the lemma padded with one space
+        return [f" {lemma} " for lemma in lemmas]
+    import polars as pl
+
     return pl.select(pattern_expr(pl.lit(pl.Series(lemmas, dtype=pl.String)), preset)).to_series().to_list()

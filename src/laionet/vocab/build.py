@@ -102,7 +102,7 @@ def read_vocab(path: str | Path) -> pa.Table:
     if not path.is_file():
         raise LaionetError(f"{path}: vocabulary file not found (make one with `laionet vocab`)")
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()  # not read_table: it imports pyarrow.dataset (and pandas)
     except (pa.ArrowException, OSError) as exc:
         raise LaionetError(f"{path}: not a readable parquet file ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
