@@ -190,25 +190,8 @@ class _HFClipEncoder(_TorchEncoder):
 
     def _load(self, checkpoint: str | None) -> None:
         transformers = _import("transformers", "text")
+        model, text_config = load_clip_tower(transformers, self.spec, "text", checkpoint)
         source = _pretrained_source(self.spec)
-        config = transformers.AutoConfig.from_pretrained(source)
-        if config.model_type not in ("clip", "clip_text_model"):
-            raise LaionetError(f"'{self.spec}' is not a CLIP model (its config says model_type '{config.model_type}')")
-        # Build only the text tower and projection, also from a full CLIP checkpoint. Its text config does not
-        # always carry the projection size, so take that from the full config.
-        text_config = getattr(config, "text_config", config)
-        text_config.projection_dim = config.projection_dim
-        with _quiet_transformers(transformers):  # the skipped vision weights would print a long report
-            model, info = transformers.CLIPTextModelWithProjection.from_pretrained(
-                source, config=text_config, output_loading_info=True
-            )
-        if info["missing_keys"]:
-            missing = sorted(info["missing_keys"])
-            raise LaionetError(
-                f"cannot load text encoder '{self.spec}': {len(missing)} weights missing, e.g. {missing[0]}"
-            )
-        if checkpoint:
-            _load_state_dict_file([model], checkpoint, self.spec)
         self.model = model.eval().to(self.device)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(source)
         self.max_length = text_config.max_position_embeddings  # 77 for CLIP
@@ -218,6 +201,37 @@ class _HFClipEncoder(_TorchEncoder):
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
+
+
+# The CLIP tower classes of transformers, and the model types a checkpoint of that tower may have.
+_CLIP_TOWERS = {
+    "text": ("CLIPTextModelWithProjection", "text_config", "clip_text_model"),
+    "vision": ("CLIPVisionModelWithProjection", "vision_config", "clip_vision_model"),
+}
+
+
+def load_clip_tower(transformers, spec: EncoderSpec, tower: str, checkpoint: str | None):
+    """One tower of a transformers CLIP ("text" or "vision") with its projection, from a full CLIP checkpoint
+    or a tower-only one; every weight must load. Returns (model, the tower's config)."""
+    class_name, sub_config, tower_type = _CLIP_TOWERS[tower]
+    source = _pretrained_source(spec)
+    config = transformers.AutoConfig.from_pretrained(source)
+    if config.model_type not in ("clip", tower_type):
+        raise LaionetError(f"'{spec}' is not a CLIP model (its config says model_type '{config.model_type}')")
+    # A tower's own config does not always carry the projection size, so take that from the full config.
+    tower_config = getattr(config, sub_config, config)
+    tower_config.projection_dim = config.projection_dim
+    with _quiet_transformers(transformers):  # the other tower's skipped weights would print a long report
+        model, info = getattr(transformers, class_name).from_pretrained(
+            source, config=tower_config, output_loading_info=True
+        )
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        what = "text encoder" if tower == "text" else "image encoder"
+        raise LaionetError(f"cannot load {what} '{spec}': {len(missing)} weights missing, e.g. {missing[0]}")
+    if checkpoint:
+        _load_state_dict_file([model], checkpoint, spec)
+    return model, tower_config
 
 
 class _OpenClipEncoder(_TorchEncoder):

@@ -27,13 +27,12 @@ from laionet.score.encoders import (
     _first_line,
     _import,
     _l2_normalise,
-    _load_state_dict_file,
     _open_clip_source,
     _pretrained_source,
-    _quiet_transformers,
     _to_float32,
     _TorchEncoder,
     check_encoder,
+    load_clip_tower,
     pick_device,
 )
 
@@ -112,23 +111,8 @@ class _HFClipImageEncoder(ImageEncoder):
 
     def _load(self, checkpoint: str | None) -> None:
         transformers = _import("transformers", "text")
+        model, _ = load_clip_tower(transformers, self.spec, "vision", checkpoint)
         source = _pretrained_source(self.spec)
-        config = transformers.AutoConfig.from_pretrained(source)
-        if config.model_type not in ("clip", "clip_vision_model"):
-            raise LaionetError(f"'{self.spec}' is not a CLIP model (its config says model_type '{config.model_type}')")
-        vision_config = getattr(config, "vision_config", config)
-        vision_config.projection_dim = config.projection_dim
-        with _quiet_transformers(transformers):  # the skipped text weights would print a long report
-            model, info = transformers.CLIPVisionModelWithProjection.from_pretrained(
-                source, config=vision_config, output_loading_info=True
-            )
-        if info["missing_keys"]:
-            missing = sorted(info["missing_keys"])
-            raise LaionetError(
-                f"cannot load image encoder '{self.spec}': {len(missing)} weights missing, e.g. {missing[0]}"
-            )
-        if checkpoint:
-            _load_state_dict_file([model], checkpoint, self.spec)
         self.model = model
         try:
             self.processor = transformers.CLIPImageProcessor.from_pretrained(source)
