@@ -172,3 +172,85 @@ def test_missing_label_column(dataset, tmp_path):
     result = _run([str(dataset), "--encoder", "timm:efficientnet_lite0", "--checkpoint",
                    efficientnet_lite0_weights(), "--label-col", "nope", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "no label column 'nope'" in result.output
+
+
+@pytest.mark.slow  # embeds the sample images twice (about 20 s on a busy 2-core machine)
+def test_interrupted_run_resumes_to_the_same_outputs(dataset, full_run, tmp_path, monkeypatch):
+    """Ctrl-C inside the encoder after 3 classes; the rerun skips the finished group and matches a full run."""
+    import laionet.similarity.run as run_module
+
+    real_load = run_module.load_encoder
+    calls = {"n": 0, "stop_at": 3}
+
+    def counting_load(*args, **kwargs):
+        encoder = real_load(*args, **kwargs)
+        real_encode = encoder.encode
+
+        def encode(pixels):
+            calls["n"] += 1
+            if calls["n"] == calls["stop_at"]:
+                raise KeyboardInterrupt
+            return real_encode(pixels)
+
+        encoder.encode = encode
+        return encoder
+
+    monkeypatch.setattr(run_module, "load_encoder", counting_load)
+    out = tmp_path / "out"
+    args = [str(dataset), "--encoder", "timm:efficientnet_lite0", "--checkpoint", efficientnet_lite0_weights(),
+            "--label-col", "group", "--per-class", "100", "--batch-size", "16", "--classes-per-shard", "2",
+            "-o", str(out)]
+    result = CliRunner().invoke(command, args + ["--no-progress"])
+    assert result.exit_code == 130 and "resume" in result.output
+    assert not (out / "pairs.parquet").exists()
+    work = tmp_path / ".out.work"
+    assert len(list((work / "stats").glob("*.json"))) == 1  # classes "0" and "1" are done
+
+    refused = CliRunner().invoke(command, args + ["--seed", "1", "--no-progress"])
+    assert refused.exit_code == 2 and "partial results" in refused.output
+
+    calls.update(n=0, stop_at=-1)
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    assert calls["n"] == 5  # only the 5 classes with images left to embed: "2", "3", "4", "broken", "solo"
+    assert not work.exists()
+    for name in ("pairs.parquet", "classes.parquet"):
+        assert pq.read_table(out / name).equals(pq.read_table(full_run / name)), name
+    info = json.loads((out / "manifest.json").read_text())["stages"]["similarity"]
+    assert info["shards"] == 4 and info["shards_resumed"] == 1 and info["images_failed"] == 1
+
+
+def test_precomputed_embeddings(dataset, tmp_path):
+    """--embeddings: vectors by uid from a `laionet embed` folder; missing uids fail; means as numpy's."""
+    from laionet.embed.store import write_part
+
+    items = pq.read_table(dataset).to_pylist()
+    rng = np.random.default_rng(0)
+    uids = np.array([row["uid"] for row in items])
+    vectors = rng.normal(size=(len(uids), 12)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    missing = {uids[0], uids[9]}  # one image of group "0", one of group "1"
+    keep = np.array([u not in missing for u in uids])
+    folder = tmp_path / "emb"
+    write_part(folder, 0, uids[keep][:20], vectors[keep][:20])
+    write_part(folder, 1, uids[keep][20:], vectors[keep][20:])
+    out = tmp_path / "out"
+    result = _run([str(dataset), "--embeddings", str(folder), "--label-col", "group", "--per-class", "100",
+                   "--classes-per-shard", "3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    classes = {row["label"]: row for row in pq.read_table(out / "classes.parquet").to_pylist()}
+    vector_of = dict(zip(uids.tolist(), vectors))
+    for group in map(str, range(GROUPS)):
+        members = [row["uid"] for row in items if row["group"] == group and row["uid"] not in missing]
+        e = np.stack([vector_of[u] for u in members]).astype(np.float64)
+        s = e @ e.T
+        assert classes[group]["mean_similarity"] == pytest.approx(s[np.tril_indices(len(e), k=-1)].mean(), abs=1e-6)
+        assert classes[group]["failed"] == (1 if group in ("0", "1") else 0)
+    assert classes["broken"]["n"] == 3  # the corrupt image has an embedding: nothing is downloaded
+    info = json.loads((out / "manifest.json").read_text())["stages"]["similarity"]
+    assert info["failures"] == {"missing_embedding": 2}
+
+
+def test_encoder_or_embeddings(dataset, tmp_path):
+    result = _run([str(dataset), "--label-col", "group", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "either --encoder" in result.output

@@ -15,6 +15,13 @@ Encoders:
 HF `ViTModel.pooler_output` (the original's "vit*") is not offered: for classification checkpoints its
 pooler is randomly initialised (spec §11.22).
 
+With `embeddings` (a `laionet embed` folder), the sampled uids' precomputed embeddings are used instead of
+downloading and encoding; sampled uids without one count as failed (`missing_embedding`).
+
+Resume: classes are processed in groups (`classes_per_shard`), each group saved as it finishes in a work
+folder beside OUT (`.OUT.work`, fingerprinted: a rerun with other inputs or parameters is refused); a rerun
+skips finished groups, and the outputs are assembled when all are done.
+
 Outputs in the folder OUT:
 
     pairs.parquet     label (string), i_uid, j_uid (int64), similarity (float32): one row per pair, i_uid > j_uid
@@ -56,7 +63,7 @@ CLASSES_SCHEMA = pa.schema([("label", pa.string()), ("sampled", pa.int64()), ("f
 
 @dataclass(frozen=True)
 class SimilarityOptions:
-    encoder: str
+    encoder: str | None
     checkpoint: str | None = None
     label_col: str = "wnid"
     per_class: int = 100
@@ -68,6 +75,9 @@ class SimilarityOptions:
     image_col: str | None = None
     fetch: object | None = None
     progress: bool = True
+    embeddings: str | None = None  # a `laionet embed` folder used instead of embedding the images
+    classes_per_shard: int = 16  # the unit of resume
+    overwrite: bool = False
 
 
 class _TimmFeatures:
@@ -180,17 +190,25 @@ def read_labelled_items(dataset: str, label_col: str, labels: str | None, image_
 
 
 def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions) -> dict:
-    """Write OUT/pairs.parquet and OUT/classes.parquet; return a summary for the manifest."""
-    from laionet.io.atomic import atomic_path
+    """Write OUT/pairs.parquet and OUT/classes.parquet; return a summary for the manifest.
+
+    Classes are processed in groups of `classes_per_shard`, each group written to a work folder beside
+    OUT (`laionet.io.shards.ShardStore`) when complete: a rerun after an interruption skips the finished
+    groups, and the outputs are assembled, in class order, when all are done.
+    """
+    from laionet.io.shards import ShardStore
     from laionet.progress import Progress
 
     started = time.perf_counter()
     out = Path(out)
     if options.per_class < 2:
         raise LaionetError("--per-class must be at least 2 (pairs need two images)")
-    if options.batch_size < 1:
-        raise LaionetError("--batch-size must be at least 1")
-    check_encoder_spec(options.encoder, options.checkpoint, options.precision)
+    if options.batch_size < 1 or options.classes_per_shard < 1:
+        raise LaionetError("--batch-size and the classes per shard must be at least 1")
+    if bool(options.encoder) == bool(options.embeddings):
+        raise LaionetError("give either --encoder (embed the images) or --embeddings (a `laionet embed` folder)")
+    if options.encoder:
+        check_encoder_spec(options.encoder, options.checkpoint, options.precision)
     items = read_labelled_items(dataset, options.label_col, options.labels, options.image_col)
 
     by_label: dict[str, list[int]] = {}
@@ -200,44 +218,132 @@ def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions
     samples = {label: sample_class(np.array(uids), label, options.per_class, options.seed)
                for label, uids in sorted(by_label.items())}
     total = sum(len(s) for s in samples.values())
+    labels = list(samples)
+    shards = {f"classes-{k // options.classes_per_shard:06d}": labels[k:k + options.classes_per_shard]
+              for k in range(0, len(labels), options.classes_per_shard)}
 
-    encoder = load_encoder(options.encoder, options.device, options.checkpoint, options.precision)
-    status: Counter = Counter()
-    errors: list[str] = []
-    class_rows: list[dict] = []
-    bar = Progress("similarity", total, enabled=options.progress, unit="images")
-    out.mkdir(parents=True, exist_ok=True)
+    store = ShardStore(out.with_name(f".{out.name}.work"), [PAIRS, CLASSES], _fingerprint(dataset, items, options))
+    if options.overwrite:
+        store.reset()
+    store.open()
+    todo = [name for name in shards if not store.is_done(name)]
+    done_images = total - sum(len(samples[label]) for name in todo for label in shards[name])
+
+    source = None
+    if todo:
+        source = (_EmbeddingLookup(options.embeddings, np.concatenate(list(samples.values())))
+                  if options.embeddings else
+                  load_encoder(options.encoder, options.device, options.checkpoint, options.precision))
+    bar = Progress("similarity", total, initial=done_images, enabled=options.progress, unit="images")
     try:
-        with atomic_path(out / PAIRS) as tmp, pq.ParquetWriter(tmp, PAIRS_SCHEMA) as writer:
-            for label, uids in samples.items():
+        for name in todo:
+            status: Counter = Counter()
+            errors: list[str] = []
+            pairs, class_rows = [], []
+            for label in shards[name]:
+                uids = samples[label]
                 items_of_class = [(int(u), image_of[int(u)]) for u in uids]
-                embedded = embed_class(label, items_of_class, encoder, options, status, errors, bar)
-                kept = np.array(sorted(embedded), dtype=np.int64)
-                if len(kept) >= 2:
-                    matrix = l2_normalise(np.stack([embedded[u] for u in kept]))
-                    i, j, values = lower_triangle(matrix)
-                    writer.write_table(pa.table({"label": pa.array([label] * len(values), pa.string()),
-                                                 "i_uid": kept[i], "j_uid": kept[j], "similarity": values},
-                                                schema=PAIRS_SCHEMA))
+                if options.embeddings:
+                    embedded = source.class_embeddings(items_of_class, status, bar)
                 else:
-                    values = np.zeros(0, dtype=np.float32)
-                class_rows.append({"label": label, "sampled": len(uids), "failed": len(uids) - len(kept),
-                                   "n": len(kept), **summarise(values)})
+                    embedded = embed_class(label, items_of_class, source, options, status, errors, bar)
+                table, row = class_similarities(label, uids, embedded)
+                pairs.append(table)
+                class_rows.append(row)
+            store.write(name, {PAIRS: pa.concat_tables(pairs) if pairs else PAIRS_SCHEMA.empty_table(),
+                               CLASSES: pa.Table.from_pylist(class_rows, schema=CLASSES_SCHEMA)},
+                        {"failures": dict(status), "errors": errors})
     finally:
         bar.close()
-    classes = pa.Table.from_pylist(class_rows, schema=CLASSES_SCHEMA)
-    with atomic_path(out / CLASSES) as tmp:
-        pq.write_table(classes, tmp)
 
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(shards)
+    store.concatenate(PAIRS, names, out / PAIRS, PAIRS_SCHEMA)
+    store.concatenate(CLASSES, names, out / CLASSES, CLASSES_SCHEMA)
+    failures: Counter = Counter()
+    errors: list[str] = []
+    for name in names:
+        stats = store.stats(name)
+        failures.update(stats["failures"])
+        errors += stats["errors"]
+    store.reset()
+
+    class_rows = pq.read_table(out / CLASSES).to_pylist()
     means = [row["mean_similarity"] for row in class_rows if row["mean_similarity"] is not None]
     failed = sum(row["failed"] for row in class_rows)
     return {"dataset": dataset, "rows_in": items.num_rows, "classes": len(class_rows),
             "classes_with_pairs": len(means), "images_sampled": total, "images_embedded": total - failed,
-            "images_failed": failed, "failures": dict(status), "errors_sample": errors[:20],
+            "images_failed": failed, "failures": dict(failures), "errors_sample": errors[:20],
             "pairs": int(sum(row["pairs"] for row in class_rows)),
             "mean_of_class_means": float(np.mean(means)) if means else None,
-            "encoder": options.encoder, "device": encoder.device,
+            "encoder": options.encoder or _embeddings_encoder(options.embeddings),
+            "embeddings": options.embeddings, "device": getattr(source, "device", None),
+            "shards": len(names), "shards_resumed": len(names) - len(todo),
             "seconds": time.perf_counter() - started}
+
+
+def class_similarities(label: str, uids: np.ndarray, embedded: dict[int, np.ndarray]) -> tuple[pa.Table, dict]:
+    """The pairs table and the classes row of one class from its embedded images."""
+    kept = np.array(sorted(embedded), dtype=np.int64)
+    if len(kept) >= 2:
+        matrix = l2_normalise(np.stack([embedded[u] for u in kept]))
+        i, j, values = lower_triangle(matrix)
+        table = pa.table({"label": pa.array([label] * len(values), pa.string()), "i_uid": kept[i],
+                          "j_uid": kept[j], "similarity": values}, schema=PAIRS_SCHEMA)
+    else:
+        values = np.zeros(0, dtype=np.float32)
+        table = PAIRS_SCHEMA.empty_table()
+    return table, {"label": label, "sampled": len(uids), "failed": len(uids) - len(kept), "n": len(kept),
+                   **summarise(values)}
+
+
+class _EmbeddingLookup:
+    """Precomputed image embeddings (`laionet embed` folder) of the sampled uids; missing uids fail."""
+
+    device = None
+
+    def __init__(self, path: str, wanted: np.ndarray):
+        from laionet.embed.store import open_embeddings
+
+        embeddings = open_embeddings(path)
+        wanted = np.unique(np.asarray(wanted, dtype=np.int64))
+        self.vectors: dict[int, np.ndarray] = {}
+        for uids, vectors in embeddings.iter_parts():  # part by part: only the sample is kept in memory
+            hit = np.isin(uids, wanted)
+            self.vectors.update(zip(uids[hit].tolist(), vectors[hit]))
+
+    def class_embeddings(self, items: list[tuple[int, str]], status: Counter, bar=None) -> dict[int, np.ndarray]:
+        found = {uid: self.vectors[uid] for uid, _ in items if uid in self.vectors}
+        if len(found) < len(items):
+            status["missing_embedding"] += len(items) - len(found)
+        if bar is not None:
+            bar.update(len(items))
+        return found
+
+
+def _embeddings_encoder(path: str | None) -> str | None:
+    if not path:
+        return None
+    from laionet.embed.store import open_embeddings
+
+    return open_embeddings(path).encoder
+
+
+def _fingerprint(dataset: str, items: pa.Table, options: SimilarityOptions) -> dict:
+    """What the finished shards depend on: a rerun with anything else is refused rather than mixed in."""
+    from laionet.predict.run import _RESULT_FETCH_SETTINGS, _file_id
+
+    digest = hashlib.sha256()
+    for column in ("uid", "image", "label"):
+        digest.update("\n".join(map(str, items.column(column).to_pylist())).encode("utf-8", "surrogatepass"))
+    embeddings = None
+    if options.embeddings:
+        parts = sorted(Path(options.embeddings).expanduser().glob("part-*.parquet")) or [Path(options.embeddings)]
+        embeddings = [_file_id(str(p)) for p in parts]
+    return {"dataset": dataset, "rows": items.num_rows, "items": digest.hexdigest(), "encoder": options.encoder,
+            "checkpoint": _file_id(options.checkpoint), "embeddings": embeddings, "per_class": options.per_class,
+            "seed": options.seed, "precision": options.precision, "classes_per_shard": options.classes_per_shard,
+            "fetch": {name: getattr(options.fetch, name, None) for name in _RESULT_FETCH_SETTINGS}}
 
 
 def embed_class(label: str, items: list[tuple[int, str]], encoder, options: SimilarityOptions, status: Counter,
