@@ -3,14 +3,16 @@
 Each stage writes one parquet file per shard and output name into a work folder, to a temporary name
 first and renamed when complete, with the shard's counts in a JSON file beside it. A shard whose files
 exist is done: a rerun skips it, so nothing is computed twice, lost or duplicated. When all shards are
-done their files are concatenated, in shard order, into the stage's outputs and the work folder is
-removed. The work folder remembers what it was started with; a rerun with other inputs or parameters is
-refused rather than mixed in.
+done their files are concatenated, in shard order, into the stage's outputs (or, for outputs too big for
+one file, such as embeddings, renamed into a folder of parts) and the work folder is removed. The work
+folder remembers what it was started with; a rerun with other inputs or parameters is refused rather
+than mixed in.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,23 @@ class ShardStore:
                     if table.num_rows:
                         writer.write_table(table.cast(schema), row_group_size=row_group_size)
                         rows += table.num_rows
+        return rows
+
+    def publish_parts(self, output: str, shard_names: list[str], folder: str | Path,
+                      part_name=lambda index: f"part-{index:05d}.parquet") -> list[int]:
+        """Move the shard files of `output` into `folder` as part-00000.parquet, part-00001.parquet, ... in
+        shard order (a rename, no copy). Returns each part's row count. Safe to run again after a crash
+        midway: a shard file already moved is found at its new name."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for index, name in enumerate(shard_names):
+            source, target = self._file(output, name), folder / part_name(index)
+            if source.exists():
+                os.replace(source, target)  # same filesystem: the work folder sits beside the output
+            elif not target.exists():
+                raise LaionetError(f"{self.workdir}: shard {name} of '{output}' is missing; rerun with --overwrite")
+            rows.append(pq.ParquetFile(target).metadata.num_rows)
         return rows
 
     def first_schema(self, output: str, shard_names: list[str]) -> pa.Schema:

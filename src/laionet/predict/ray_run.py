@@ -45,6 +45,23 @@ def _png(image) -> bytes:
     return buffer.getvalue()
 
 
+def decoded_results(batch: pa.Table) -> list[_LocalResult]:
+    """A downloaded batch (DOWNLOADED) back as fetch results with decoded RGB images, for an actor."""
+    from PIL import Image
+
+    results = []
+    for uid, code, error, data in zip(batch.column("uid").to_pylist(), batch.column("status").to_pylist(),
+                                      batch.column("error").to_pylist(), batch.column("png").to_pylist()):
+        image = None
+        if code == "ok":
+            try:
+                image = Image.open(io.BytesIO(data)).convert("RGB")
+            except Exception as exc:
+                code, error = "decode_error", _one_line(exc)
+        results.append(_LocalResult(uid, "", code, error, image))
+    return results
+
+
 class PredictActor:
     """A Ray Data actor: loads every model once, then predicts each batch of downloaded images."""
 
@@ -62,20 +79,9 @@ class PredictActor:
             self.error = str(exc)  # reported with the first batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from PIL import Image
-
         uids = batch.column("uid").to_pylist()
         fetched = dict(zip(uids, batch.column("status").to_pylist()))
-        results = []
-        for uid, code, error, data in zip(uids, batch.column("status").to_pylist(),
-                                          batch.column("error").to_pylist(), batch.column("png").to_pylist()):
-            image = None
-            if code == "ok":
-                try:
-                    image = Image.open(io.BytesIO(data)).convert("RGB")
-                except Exception as exc:
-                    code, error = "decode_error", _one_line(exc)
-            results.append(_LocalResult(uid, "", code, error, image))
+        results = decoded_results(batch)
         try:
             if self.error:
                 raise LaionetError(self.error)

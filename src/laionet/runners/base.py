@@ -32,10 +32,22 @@ class Stage(Protocol):
     def output_schema(self, output: str, input_schema: pa.Schema) -> pa.Schema: ...
 
 
+@dataclass(frozen=True)
+class PartsFolder:
+    """An output published as a folder of parts (one per shard, renamed, not concatenated), for outputs
+    too big for one file: pass it as a value of `run_stage`'s `outputs`."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+
 @dataclass
 class StageResult:
     counts: dict = field(default_factory=dict)
     rows: dict = field(default_factory=dict)  # rows written per output
+    part_rows: dict = field(default_factory=dict)  # rows per part, for PartsFolder outputs
     shards: int = 0
     resumed: int = 0
     seconds: float = 0.0
@@ -49,7 +61,7 @@ def process_shard(stage: Stage, plan: InputPlan, shard: Shard, store: ShardStore
     return counts
 
 
-def run_stage(stage: Stage, plan: InputPlan, outputs: dict[str, str | Path], workdir: str | Path,
+def run_stage(stage: Stage, plan: InputPlan, outputs: dict[str, str | Path | PartsFolder], workdir: str | Path,
               fingerprint: dict, runner: str = "local", workers: int | None = None,
               ray_address: str | None = None, progress: bool = True) -> StageResult:
     store = ShardStore(workdir, list(stage.outputs), fingerprint)
@@ -72,6 +84,10 @@ def run_stage(stage: Stage, plan: InputPlan, outputs: dict[str, str | Path], wor
     result = StageResult(counts=dict(counts), shards=len(names), resumed=len(names) - len(pending))
     input_schema = _input_schema(plan, stage.columns)
     for output, path in outputs.items():
+        if isinstance(path, PartsFolder):
+            result.part_rows[output] = store.publish_parts(output, names, path.path)
+            result.rows[output] = sum(result.part_rows[output])
+            continue
         schema = stage.output_schema(output, input_schema)
         result.rows[output] = store.concatenate(output, names, path, schema)
     store.reset()
