@@ -225,11 +225,16 @@ def export_labels_command(dataset_parquet, vocab_path, out):
 
 def _register_subcommands() -> None:
     """Commands that live beside their code, each in its own package."""
+    from laionet.captions.cli import group as captions_group
+    from laionet.embed.cli import command as embed_command
     from laionet.evaluate.cli import command as evaluate_command
     from laionet.fetch.cli import command as fetch_command
+    from laionet.index.cli import index_command, search_command, search_dataset_command
     from laionet.ocr.cli import command as ocr_command
     from laionet.predict.cli import command as predict_command
     from laionet.similarity.cli import command as similarity_command
+    from laionet.similarity.compare_cli import command as compare_command
+    from laionet.thresholds.cli import command as thresholds_command
     from laionet.zeroshot.cli import command as zeroshot_command
 
     main.add_command(fetch_command)
@@ -238,6 +243,12 @@ def _register_subcommands() -> None:
     main.add_command(ocr_command)
     main.add_command(evaluate_command)
     main.add_command(similarity_command)
+    for command in (index_command, search_command, search_dataset_command):
+        main.add_command(command)
+    main.add_command(embed_command)
+    main.add_command(captions_group)
+    main.add_command(compare_command)
+    main.add_command(thresholds_command)
 
 
 _register_subcommands()
