@@ -379,3 +379,30 @@ def test_real_captions_compressed_search_agrees_with_exact(caption_embeddings, t
     assert len(top1) == 500 and set(top1["query_uid"]) == set(range(500))
     agreement = float(np.mean(top1["uid_x"] == top1["uid_y"]))
     assert agreement >= 0.99, agreement
+
+
+def test_index_of_captions_embeds_them_first(sample_parquet, minilm_path, tmp_path):
+    """`laionet index CAPTIONS --encoder SPEC`: embedded into OUT/embeddings, then indexed; searching the same
+    captions finds each distinct caption itself first; a rerun reuses both, other parameters are refused."""
+    texts = pq.read_table(sample_parquet, columns=["TEXT"]).column("TEXT").to_pylist()[:300]
+    pq.write_table(pa.table({"TEXT": texts}), tmp_path / "captions.parquet")
+    spec = f"sentence-transformers:{minilm_path}"
+    args = ["index", str(tmp_path / "captions.parquet"), "--encoder", spec, "-o", str(tmp_path / "idx"),
+            "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    info = open_index(tmp_path / "idx").info
+    assert info["encoder"] == spec and info["rows"] == 300 and info["factory"] == "Flat"
+    result = CliRunner().invoke(main, ["search", str(tmp_path / "idx"), str(tmp_path / "captions.parquet"), "-k", "1",
+                                       "-o", str(tmp_path / "r.parquet"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    hits = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    found_itself = [texts[h["uid"]] == texts[h["query_uid"]] for h in hits]
+    assert len(hits) == 300 and all(found_itself)
+    assert all(h["score"] > 0.999 for h in hits)
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0 and "already built" in again.output
+    other = CliRunner().invoke(main, args[:-1] + ["--text-col", "TEXT", "--no-progress"])
+    assert other.exit_code == 2 and "other inputs or parameters" in other.output
+    assert "not an embedding folder" in _one_line_error(["index", str(tmp_path / "captions.parquet"),
+                                                         "-o", str(tmp_path / "i2")])

@@ -159,7 +159,7 @@ def test_summary_interval():
     assert summarise(np.zeros(0))["mean_similarity"] is None
 
 
-@pytest.mark.parametrize("spec", ["resnet50", "foo:bar", "timm:", "hf:google/vit-base-patch16-224"])
+@pytest.mark.parametrize("spec", ["resnet50", "foo:bar", "timm:", "hf:", "vit:google/vit-base-patch16-224"])
 def test_bad_encoder_is_one_line(dataset, tmp_path, spec):
     result = _run([str(dataset), "--encoder", spec, "--label-col", "group", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
@@ -179,7 +179,7 @@ def test_interrupted_run_resumes_to_the_same_outputs(dataset, full_run, tmp_path
     """Ctrl-C inside the encoder after 3 classes; the rerun skips the finished group and matches a full run."""
     import laionet.similarity.run as run_module
 
-    real_load = run_module.load_encoder
+    real_load = run_module.load_image_embedder
     calls = {"n": 0, "stop_at": 3}
 
     def counting_load(*args, **kwargs):
@@ -195,7 +195,7 @@ def test_interrupted_run_resumes_to_the_same_outputs(dataset, full_run, tmp_path
         encoder.encode = encode
         return encoder
 
-    monkeypatch.setattr(run_module, "load_encoder", counting_load)
+    monkeypatch.setattr(run_module, "load_image_embedder", counting_load)
     out = tmp_path / "out"
     args = [str(dataset), "--encoder", "timm:efficientnet_lite0", "--checkpoint", efficientnet_lite0_weights(),
             "--label-col", "group", "--per-class", "100", "--batch-size", "16", "--classes-per-shard", "2",
@@ -254,3 +254,42 @@ def test_precomputed_embeddings(dataset, tmp_path):
 def test_encoder_or_embeddings(dataset, tmp_path):
     result = _run([str(dataset), "--label-col", "group", "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "either --encoder" in result.output
+
+
+def test_hf_backbone_without_pooler_weights(dataset, tiny_vit, tmp_path):
+    """hf: goes through embed's loader: the tiny ViT has no pooler weights, so a one-line warning and the
+    CLS token, and the class means equal numpy's on the CLS embeddings."""
+    from laionet.embed.image_encoders import load_image_embedder
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(command, [str(dataset), "--encoder", f"hf:{tiny_vit}", "--label-col", "group",
+                                          "--classes-per-shard", "2", "--no-progress", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("laionet: warning:")]
+    assert len(warnings) == 1 and "pooler" in warnings[0]
+    embedder = load_image_embedder(f"hf:{tiny_vit}", device="cpu")
+    items = [row for row in pq.read_table(dataset).to_pylist() if row["group"] == "2"]
+    with torch.no_grad():
+        e = embedder.encode(torch.stack([embedder.transform(Image.open(r["image"]).convert("RGB")) for r in items]))
+    assert embedder.pooling == "cls"
+    s = e.astype(np.float64) @ e.T.astype(np.float64)
+    classes = {row["label"]: row for row in pq.read_table(out / "classes.parquet").to_pylist()}
+    assert classes["2"]["mean_similarity"] == pytest.approx(s[np.tril_indices(len(e), k=-1)].mean(), abs=1e-5)
+
+
+def test_a_row_may_sit_in_several_classes(tmp_path):
+    """search-dataset --multi-label keep: one uid in several classes is fine, twice in one class is not."""
+    from laionet.errors import LaionetError
+    from laionet.similarity.run import read_labelled_items
+
+    def items(uids, images, labels):
+        path = tmp_path / "items.parquet"
+        pq.write_table(pa.table({"uid": pa.array(uids, pa.int64()), "image": images, "wnid": labels}), path)
+        return str(path)
+
+    table = read_labelled_items(items([1, 1, 2], ["a", "a", "b"], ["x", "y", "x"]), "wnid", None, None)
+    assert sorted(zip(table["uid"].to_pylist(), table["label"].to_pylist())) == [(1, "x"), (1, "y"), (2, "x")]
+    with pytest.raises(LaionetError, match="twice with the same 'wnid'"):
+        read_labelled_items(items([1, 1], ["a", "a"], ["x", "x"]), "wnid", None, None)
+    with pytest.raises(LaionetError, match="two different images"):
+        read_labelled_items(items([1, 1], ["a", "b"], ["x", "y"]), "wnid", None, None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -52,3 +54,20 @@ def friendly_errors(func):
 def format_counts(name: str, counts: dict) -> str:
     return f"{name}: " + ", ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in counts.items()
                                     if isinstance(value, int))
+
+
+@contextmanager
+def missing_weights_as_lines():
+    """Our missing-weights warnings as one `laionet: warning:` line each on stderr, without a source line."""
+    from laionet.embed.image_encoders import MissingWeightsWarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, MissingWeightsWarning):
+            echo(f"laionet: warning: {message}")
+        else:
+            original(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+        warnings.showwarning = show
+        yield

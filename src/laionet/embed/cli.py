@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from laionet.cli_common import echo, friendly_errors
+from laionet.cli_common import echo, friendly_errors, missing_weights_as_lines
 from laionet.errors import LaionetError
 from laionet.fetch.options import fetch_config, fetch_options
 
@@ -55,22 +53,39 @@ def command(inputs, encoder, modality, text_col, id_col, null_text, image_col, l
     imagenet-v2:DIR); images that fail go to OUT/failures.parquet. OUT gets part-00000.parquet, ... (uid,
     embedding: unit-norm rows) and manifest.json. A rerun of an interrupted command resumes.
     """
-    from laionet.embed.folder import folder_info, write_embed_manifest
-
     if batch_size is not None and batch_size < 1 or part_rows is not None and part_rows < 1:
         raise LaionetError("--batch-size and --part-rows must be at least 1")
-    with _warnings_as_lines():
-        info = _embed(inputs, encoder, modality, text_col, id_col, null_text, image_col, labels, checkpoint,
-                      batch_size, device, precision, dtype, part_rows, reject_non_rgb,
-                      fetch_config(concurrency, timeout, retries, allow_private_network, not reject_non_rgb),
-                      runner, ray_address, overwrite, no_progress, out)
-    info.update(folder_info(out, dtype))
     params = {"inputs": list(inputs), "encoder": encoder, "modality": modality, "checkpoint": checkpoint,
               "batch_size": batch_size, "precision": precision, "dtype": dtype, "part_rows": part_rows,
               "text_col": text_col, "id_col": id_col, "null_text": null_text, "image_col": image_col,
               "labels": labels, "reject_non_rgb": reject_non_rgb, "runner": runner}
-    write_embed_manifest(out, params, info)
+    fetch = fetch_config(concurrency, timeout, retries, allow_private_network, not reject_non_rgb)
+    info = embed_to_folder(params, out, device=device, fetch=fetch, ray_address=ray_address, overwrite=overwrite,
+                           progress=not no_progress)
     echo(summary_line(info, out))
+
+
+def embed_to_folder(params: dict, out: Path, device: str | None = None, fetch=None, ray_address: str | None = None,
+                    overwrite: bool = False, progress: bool = True) -> dict:
+    """Run one embed (`params` as the command's options, recorded in the manifest) into the folder `out`;
+    returns the manifest's stage info. Used by `laionet embed` and by `laionet index` on raw inputs."""
+    from laionet.embed.folder import folder_info, write_embed_manifest
+
+    p = {"checkpoint": None, "batch_size": None, "precision": "auto", "dtype": "float32", "part_rows": None,
+         "text_col": None, "id_col": None, "null_text": None, "image_col": None, "labels": None,
+         "reject_non_rgb": False, "runner": "local", **params}
+    if fetch is None:
+        from laionet.fetch.config import FetchConfig
+
+        fetch = FetchConfig(convert_non_rgb=not p["reject_non_rgb"])
+    with missing_weights_as_lines():
+        info = _embed(p["inputs"], p["encoder"], p["modality"], p["text_col"], p["id_col"], p["null_text"],
+                      p["image_col"], p["labels"], p["checkpoint"], p["batch_size"], device, p["precision"],
+                      p["dtype"], p["part_rows"], p["reject_non_rgb"], fetch, p["runner"], ray_address, overwrite,
+                      not progress, out)
+    info.update(folder_info(out, p["dtype"]))
+    write_embed_manifest(out, p, info)
+    return info
 
 
 def _embed(inputs, encoder, modality, text_col, id_col, null_text, image_col, labels, checkpoint, batch_size, device,
@@ -92,23 +107,6 @@ def _embed(inputs, encoder, modality, text_col, id_col, null_text, image_col, la
                                 image_col=image_col, fetch=fetch, progress=not no_progress, overwrite=overwrite,
                                 runner=runner, ray_address=ray_address)
     return embed_images(inputs[0], out, options)
-
-
-@contextmanager
-def _warnings_as_lines():
-    """Our own warnings (missing weights) as one `laionet: warning:` line each, without a source line."""
-    from laionet.embed.image_encoders import MissingWeightsWarning
-
-    def show(message, category, *args, **kwargs):
-        if issubclass(category, MissingWeightsWarning):
-            echo(f"laionet: warning: {message}")
-        else:
-            original(message, category, *args, **kwargs)
-
-    with warnings.catch_warnings():
-        original = warnings.showwarning
-        warnings.showwarning = show
-        yield
 
 
 def _embed_text(inputs, encoder, text_col, id_col, null_text, checkpoint, batch_size, device, precision, dtype,

@@ -61,9 +61,8 @@ def load_image_embedder(spec: str, device: str | None = None, checkpoint: str | 
     kind = check_image_embedder(spec, checkpoint, precision)
     if kind == "timm":
         from laionet.predict.models import load_classifier
-        from laionet.similarity.run import _TimmFeatures
 
-        return _with_dim(_TimmFeatures(load_classifier(spec, device, checkpoint, precision)))
+        return _with_dim(TimmFeatures(load_classifier(spec, device, checkpoint, precision)))
     if kind == "hf":
         from laionet.score.encoders import EncoderSpec, pick_device
 
@@ -80,6 +79,27 @@ def _with_dim(embedder):
 
     embedder.dim = int(embedder.encode(embedder.transform(Image.new("RGB", (8, 8)))[None]).shape[1])
     return embedder
+
+
+class TimmFeatures:
+    """Pooled pre-logits features of a timm classifier, `forward_head(forward_features(x), pre_logits=True)`:
+    the classifier head is not applied. Weights as in `laionet predict` (pretrained, or a checkpoint)."""
+
+    def __init__(self, classifier):
+        self.classifier = classifier
+        self.transform = classifier.transform
+        self.device = classifier.device
+        self.name = classifier.name
+
+    def encode(self, pixels) -> np.ndarray:
+        import torch
+
+        from laionet.predict.models import _autocast
+
+        model = self.classifier.model
+        with torch.inference_mode(), _autocast(self.device, self.classifier.precision):
+            features = model.forward_head(model.forward_features(pixels.to(self.device)), pre_logits=True)
+        return l2_normalise(features.float().cpu().numpy())
 
 
 class HFBackbone(ImageEncoder):

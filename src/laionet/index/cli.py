@@ -11,8 +11,14 @@ from laionet.index.choose import KINDS
 
 
 @click.command(name="index")
-@click.argument("embeddings")
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), required=True, help="Index folder.")
+@click.option("--encoder", help="Embed INPUTS first with this encoder (as `laionet embed`), into OUT/embeddings.")
+@click.option("--modality", type=click.Choice(["text", "image"]), default="text", show_default=True,
+              help="With --encoder: what to embed (captions, or the images of one dataset).")
+@click.option("--text-col", help="With --encoder, text: caption column (default: TEXT, caption or text).")
+@click.option("--id-col", help="With --encoder, text: integer id column to use as uid.")
+@click.option("--device", help="With --encoder: cpu, cuda, mps (default: the best available).")
 @click.option("--max-memory", default="4GB", show_default=True,
               help="Memory the index may use when searched (picks exact, IVF-PQ with refine, or IVF-PQ).")
 @click.option("--kind", type=click.Choice(list(KINDS)), default="auto", show_default=True)
@@ -27,11 +33,15 @@ from laionet.index.choose import KINDS
 @click.option("--overwrite", is_flag=True, help="Discard an earlier (partial) index in OUT.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @friendly_errors
-def index_command(embeddings, out, max_memory, kind, factory, train_size, nprobe, seed, runner, ray_address,
-                  parts_per_task, overwrite, no_progress):
-    """Build a faiss inner-product index over an embedding folder (resumable)."""
+def index_command(inputs, out, encoder, modality, text_col, id_col, device, max_memory, kind, factory, train_size,
+                  nprobe, seed, runner, ray_address, parts_per_task, overwrite, no_progress):
+    """Build a faiss inner-product index (resumable) over an embedding folder, or, with --encoder, over
+    caption parquets (or an image dataset) embedded first into OUT/embeddings."""
     from laionet.index.build import IndexOptions, build_index
     from laionet.index.choose import format_bytes
+
+    embeddings = _embeddings_for_index(inputs, out, encoder, modality, text_col, id_col, device, runner,
+                                       ray_address, overwrite, not no_progress)
 
     options = IndexOptions(max_memory=max_memory, kind=kind, factory=factory, train_size=train_size, nprobe=nprobe,
                            seed=seed, overwrite=overwrite, progress=not no_progress, runner=runner,
@@ -41,6 +51,39 @@ def index_command(embeddings, out, max_memory, kind, factory, train_size, nprobe
     echo(f"index: {info['rows']:,} vectors of dim {info['dim']}, {info['factory']} "
          f"(~{format_bytes(info['expected_bytes'])}, budget {info['max_memory_text']}), "
          f"nprobe {info['nprobe']}, {info['normalised_rows']:,} rows normalised, {done} -> {out}")
+
+
+def _embeddings_for_index(inputs, out: Path, encoder, modality, text_col, id_col, device, runner, ray_address,
+                          overwrite: bool, progress: bool) -> str:
+    """The embedding folder to index: INPUT itself, or OUT/embeddings made from INPUTS with --encoder (a
+    finished one with the same parameters is reused, an interrupted one resumes)."""
+    from laionet.errors import LaionetError
+    from laionet.index.search import is_embedding_input
+
+    if not encoder:
+        path = Path(inputs[0]).expanduser()
+        if len(inputs) != 1 or path.exists() and not is_embedding_input(path):
+            raise LaionetError(f"{' '.join(inputs)}: not an embedding folder; to index captions or images, "
+                               f"give --encoder (they are embedded into {out / 'embeddings'} first)")
+        return inputs[0]
+    from laionet.embed.cli import embed_to_folder, summary_line
+    from laionet.io.manifest import read_manifest
+
+    folder = out / "embeddings"
+    params = {"inputs": list(inputs), "encoder": encoder, "modality": modality, "text_col": text_col,
+              "id_col": id_col, "runner": runner}
+    finished = read_manifest(folder / "manifest.json")
+    if finished and not overwrite:
+        recorded = {key: finished.get("params", {}).get(key) for key in params}
+        if recorded == params:
+            return str(folder)
+        raise LaionetError(f"{folder}: holds embeddings made with other inputs or parameters; "
+                           f"rerun with --overwrite, or choose another folder")
+    (folder / "manifest.json").unlink(missing_ok=True)  # set again when this embed finishes
+    info = embed_to_folder(params, folder, device=device, ray_address=ray_address, overwrite=overwrite,
+                           progress=progress)
+    echo(summary_line(info, folder))
+    return str(folder)
 
 
 @click.command(name="search")

@@ -70,7 +70,7 @@ class ShardStore:
         with atomic_path(path) as tmp:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for name in shard_names:
-                    table = pq.read_table(self._file(output, name))
+                    table = pq.ParquetFile(self._file(output, name)).read()  # no pyarrow.dataset (pandas) import
                     if table.num_rows:
                         writer.write_table(table.cast(schema), row_group_size=row_group_size)
                         rows += table.num_rows

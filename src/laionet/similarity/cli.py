@@ -7,15 +7,16 @@ from pathlib import Path
 
 import click
 
-from laionet.cli_common import echo, friendly_errors
+from laionet.cli_common import echo, friendly_errors, missing_weights_as_lines
 from laionet.fetch.options import fetch_config, fetch_options
 
 
 @click.command(name="similarity")
 @click.argument("dataset")
 @click.option("--encoder",
-              help="timm:NAME (pooled pre-logits features, no head), hf-clip:NAME_OR_PATH or "
-                   "open-clip:ARCH/PRETRAINED (CLIP image embeddings).")
+              help="timm:NAME (pooled pre-logits features, no head), hf:NAME_OR_PATH (a transformers backbone; "
+                   "never a random pooler), hf-clip:NAME_OR_PATH or open-clip:ARCH/PRETRAINED (CLIP image "
+                   "embeddings), as for `laionet embed`.")
 @click.option("--embeddings", type=click.Path(),
               help="Use precomputed image embeddings (a `laionet embed` folder, by uid) instead of --encoder; "
                    "sampled uids without one count as failed.")
@@ -60,7 +61,8 @@ def command(dataset, encoder, embeddings, checkpoint, label_col, per_class, seed
                                                    not reject_non_rgb),
                                 progress=not no_progress, embeddings=embeddings, overwrite=overwrite,
                                 classes_per_shard=classes_per_shard)
-    info = similarity_dataset(dataset, out, options)
+    with missing_weights_as_lines():
+        info = similarity_dataset(dataset, out, options)
     params = {"dataset": dataset, "encoder": encoder, "embeddings": embeddings, "checkpoint": checkpoint,
               "label_col": label_col, "classes_per_shard": classes_per_shard,
               "per_class": per_class, "seed": seed, "batch_size": batch_size, "labels": labels,

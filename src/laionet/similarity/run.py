@@ -5,15 +5,10 @@ rows (the original took the FIRST 100 in set order, spec §11.8), sorted by uid;
 (failures are skipped and counted), L2-normalised, S = E·Eᵀ, and the strict lower triangle (the n(n−1)/2
 pairs without the diagonal, spec §8.4) is kept.
 
-Encoders:
-
-    timm:NAME               timm's pooled pre-logits features, `forward_head(forward_features(x), pre_logits=True)`
-                            (no classifier head; weights as in `laionet predict`: pretrained, or --checkpoint)
-    hf-clip:NAME_OR_PATH    CLIP image embeddings (`laionet.zeroshot.image_encoders`)
-    open-clip:ARCH/PRETRAINED
-
-HF `ViTModel.pooler_output` (the original's "vit*") is not offered: for classification checkpoints its
-pooler is randomly initialised (spec §11.22).
+Encoders are those of `laionet embed` (`laionet.embed.image_encoders`): timm:NAME (pooled pre-logits
+features, no head), hf:NAME_OR_PATH (a transformers backbone; its pooler only when its weights were loaded,
+else the CLS token: the original's "vit*" used a randomly initialised pooler, spec §11.22), hf-clip:NAME
+and open-clip:ARCH/PRETRAINED (CLIP image embeddings).
 
 With `embeddings` (a `laionet embed` folder), the sampled uids' precomputed embeddings are used instead of
 downloading and encoding; sampled uids without one count as failed (`missing_embedding`).
@@ -44,11 +39,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from laionet.embed.image_encoders import check_image_embedder, l2_normalise, load_image_embedder
 from laionet.errors import LaionetError
 from laionet.predict.run import _iter_images, _one_line, read_items
 
-CLASSIFIER_KINDS = ("timm",)
-CLIP_KINDS = ("hf-clip", "open-clip")
 PAIRS = "pairs.parquet"
 CLASSES = "classes.parquet"
 MANIFEST = "manifest.json"
@@ -78,62 +72,6 @@ class SimilarityOptions:
     embeddings: str | None = None  # a `laionet embed` folder used instead of embedding the images
     classes_per_shard: int = 16  # the unit of resume
     overwrite: bool = False
-
-
-class _TimmFeatures:
-    """Pooled pre-logits features of a timm classifier (no head), unit norm, float32."""
-
-    def __init__(self, classifier):
-        self.classifier = classifier
-        self.transform = classifier.transform
-        self.device = classifier.device
-        self.name = classifier.name
-
-    def encode(self, pixels) -> np.ndarray:
-        import torch
-
-        from laionet.predict.models import _autocast
-
-        model = self.classifier.model
-        with torch.inference_mode(), _autocast(self.device, self.classifier.precision):
-            features = model.forward_head(model.forward_features(pixels.to(self.device)), pre_logits=True)
-        return l2_normalise(features.float().cpu().numpy())
-
-
-def encoder_kind(spec: str) -> str:
-    kind, colon, name = str(spec).strip().partition(":")
-    if kind not in CLASSIFIER_KINDS + CLIP_KINDS or not colon or not name.strip():
-        raise LaionetError(f"bad encoder '{spec}': use timm:NAME, hf-clip:NAME_OR_PATH or open-clip:ARCH/PRETRAINED")
-    return kind
-
-
-def check_encoder_spec(spec: str, checkpoint: str | None, precision: str) -> None:
-    """What can be checked without loading."""
-    if encoder_kind(spec) in CLASSIFIER_KINDS:
-        from laionet.predict.models import check_classifier
-
-        check_classifier(spec, checkpoint, precision)
-    else:
-        from laionet.zeroshot.image_encoders import check_image_encoder
-
-        check_image_encoder(spec, checkpoint, precision)
-
-
-def load_encoder(spec: str, device: str | None, checkpoint: str | None, precision: str):
-    """An object with `transform(PIL) -> tensor`, `encode(stacked tensors) -> unit rows`, `device`, `name`."""
-    if encoder_kind(spec) in CLASSIFIER_KINDS:
-        from laionet.predict.models import load_classifier
-
-        return _TimmFeatures(load_classifier(spec, device, checkpoint, precision))
-    from laionet.zeroshot.image_encoders import load_image_encoder
-
-    return load_image_encoder(spec, device, checkpoint, precision)
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def class_rng(seed: int, label: str) -> np.random.Generator:
@@ -184,9 +122,17 @@ def read_labelled_items(dataset: str, label_col: str, labels: str | None, image_
     label = label.cast(pa.string()) if label.type != pa.string() else label
     table = pa.table({"uid": items.column("uid"), "image": items.column("image"), "label": label})
     table = table.filter(pc.is_valid(table.column("label")))
-    if pc.count_distinct(table.column("uid")).as_py() != table.num_rows:
-        raise LaionetError(f"{dataset}: uids are not unique")
+    # A row may sit in several classes (search-dataset --multi-label keep), but once per class and
+    # always with the same image.
+    if _distinct(table, ["uid", "label"]) != table.num_rows:
+        raise LaionetError(f"{dataset}: a uid appears twice with the same '{label_col}'")
+    if _distinct(table, ["uid", "image"]) != pc.count_distinct(table.column("uid")).as_py():
+        raise LaionetError(f"{dataset}: a uid appears with two different images")
     return table
+
+
+def _distinct(table: pa.Table, columns: list[str]) -> int:
+    return table.select(columns).group_by(columns).aggregate([]).num_rows
 
 
 def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions) -> dict:
@@ -208,7 +154,7 @@ def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions
     if bool(options.encoder) == bool(options.embeddings):
         raise LaionetError("give either --encoder (embed the images) or --embeddings (a `laionet embed` folder)")
     if options.encoder:
-        check_encoder_spec(options.encoder, options.checkpoint, options.precision)
+        check_image_embedder(options.encoder, options.checkpoint, options.precision)
     items = read_labelled_items(dataset, options.label_col, options.labels, options.image_col)
 
     by_label: dict[str, list[int]] = {}
@@ -233,7 +179,7 @@ def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions
     if todo:
         source = (_EmbeddingLookup(options.embeddings, np.concatenate(list(samples.values())))
                   if options.embeddings else
-                  load_encoder(options.encoder, options.device, options.checkpoint, options.precision))
+                  load_image_embedder(options.encoder, options.device, options.checkpoint, options.precision))
     bar = Progress("similarity", total, initial=done_images, enabled=options.progress, unit="images")
     try:
         for name in todo:
