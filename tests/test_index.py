@@ -4,6 +4,7 @@ crash, fingerprints, the memory-budget choice, the results' schema, the dataset 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -120,7 +121,7 @@ def _index_bytes(folder) -> tuple[bytes, np.ndarray]:
 
 def test_resume_after_crash_gives_the_uninterrupted_index(synthetic, tmp_path, monkeypatch):
     folder, _, uids, _, _ = synthetic
-    options = IndexOptions(kind="ivf-flat", progress=False)
+    options = IndexOptions(kind="ivf-flat", progress=False, checkpoint_seconds=0)  # save after every part
     build_index(folder, tmp_path / "whole", options)
 
     real_write = build_module.write_text_atomic
@@ -150,6 +151,27 @@ def test_resume_after_crash_gives_the_uninterrupted_index(synthetic, tmp_path, m
     assert whole[0] == resumed[0]
     assert np.array_equal(whole[1], uids) and np.array_equal(resumed[1], uids)
     assert not work.exists()
+
+
+def test_checkpoints_are_paced(synthetic, tmp_path, monkeypatch):
+    """Each save rewrites the whole index: by default only after the last part of a quick build, and never
+    sooner than four times the last save's duration."""
+    saves = []
+    real_save = build_module.save_checkpoint
+    monkeypatch.setattr(build_module, "save_checkpoint", lambda *a: (saves.append(a[3]), real_save(*a)))
+    build_index(synthetic[0], tmp_path / "idx", IndexOptions(kind="ivf-flat", progress=False))
+    assert saves == [len(build_module.open_embeddings(synthetic[0]).parts)]  # once: after the last part
+    assert build_module.CheckpointPace(0.0).due()  # 0: every part
+    pace = build_module.CheckpointPace(0.001)
+    time.sleep(0.01)
+    assert pace.due()
+    with pace.saving():
+        pass
+    time.sleep(0.01)
+    assert pace.due()
+    pace.last_save_seconds = 3600.0  # a slow save: the next one waits four times as long
+    assert not pace.due()
+    assert not build_module.CheckpointPace(3600.0).due()
 
 
 def test_rerun_with_other_parameters_is_refused(synthetic, tmp_path, monkeypatch):

@@ -30,11 +30,14 @@ from laionet.index.choose import KINDS
               help="ray: sub-indexes built in Ray tasks, merged in part order.")
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
 @click.option("--parts-per-task", type=int, default=1, show_default=True, help="ray: parts per sub-index.")
+@click.option("--checkpoint-every", "checkpoint_seconds", type=float, default=60.0, show_default=True,
+              help="Save the growing index (to resume after a crash) at most every this many seconds; 0: after "
+                   "every part.")
 @click.option("--overwrite", is_flag=True, help="Discard an earlier (partial) index in OUT.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @friendly_errors
 def index_command(inputs, out, encoder, modality, text_col, id_col, device, max_memory, kind, factory, train_size,
-                  nprobe, seed, runner, ray_address, parts_per_task, overwrite, no_progress):
+                  nprobe, seed, runner, ray_address, parts_per_task, checkpoint_seconds, overwrite, no_progress):
     """Build a faiss inner-product index (resumable) over an embedding folder, or, with --encoder, over
     caption parquets (or an image dataset) embedded first into OUT/embeddings."""
     from laionet.index.build import IndexOptions, build_index
@@ -45,7 +48,8 @@ def index_command(inputs, out, encoder, modality, text_col, id_col, device, max_
 
     options = IndexOptions(max_memory=max_memory, kind=kind, factory=factory, train_size=train_size, nprobe=nprobe,
                            seed=seed, overwrite=overwrite, progress=not no_progress, runner=runner,
-                           ray_address=ray_address, parts_per_task=parts_per_task)
+                           ray_address=ray_address, parts_per_task=parts_per_task,
+                           checkpoint_seconds=checkpoint_seconds)
     info = build_index(embeddings, out, options)
     done = "already built, nothing to do" if info.get("already_built") else f"{info['seconds']:.1f}s"
     echo(f"index: {info['rows']:,} vectors of dim {info['dim']}, {info['factory']} "
