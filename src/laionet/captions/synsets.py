@@ -122,18 +122,6 @@ def outside_queries(wnids: set[str], query: str) -> dict[str, str]:
             for w in sorted(wnids) if w and tables.known(w)}
 
 
-def encode_distinct(encoder, texts: list[str], batch_size: int) -> np.ndarray:
-    """Embeddings of `texts` in order, each distinct text encoded once, longest first (less padding)."""
-    index: dict[str, int] = {}
-    inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
-    distinct = list(index)
-    order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]), reverse=True)
-    embeddings = np.empty((len(distinct), encoder.dim), dtype=np.float32)
-    if distinct:
-        embeddings[order] = encoder.encode([distinct[i] for i in order], batch_size=batch_size)
-    return embeddings[inverse]
-
-
 def synsets_chunk(chunk: pa.Table, captions: np.ndarray, queries: np.ndarray, row_of_wnid: dict[str, int],
                   extra: dict[str, np.ndarray], rule: str, matrix=None) -> tuple[pa.Table, dict]:
     """Output rows for the captions of `chunk` (embeddings `captions`); `matrix` receives all similarities."""
@@ -167,7 +155,7 @@ def synsets_captions(captions_path: str | Path, vocab: str | Path, out: str | Pa
     """Write OUT/synsets.parquet (and the optional full matrix); return the run's summary."""
     from laionet.io.shards import open_chunked_run
     from laionet.progress import Progress
-    from laionet.score.encoders import check_encoder, load_text_encoder
+    from laionet.score.encoders import check_encoder, encode_unique, load_text_encoder
     from laionet.zeroshot.run import read_queries
 
     started = time.perf_counter()
@@ -203,7 +191,7 @@ def synsets_captions(captions_path: str | Path, vocab: str | Path, out: str | Pa
             chunk = items.slice(start, options.chunk_rows)
             texts_in = [MISSING_TEXT if t is None else t for t in chunk.column(options.text_col).to_pylist()]
             t0 = time.perf_counter()
-            embedded = encode_distinct(encoder, texts_in, options.batch_size)
+            embedded, _ = encode_unique(encoder, texts_in, options.batch_size)
             encode_seconds += time.perf_counter() - t0
             rows = matrix[start:start + chunk.num_rows] if matrix is not None else None
             table, stats = synsets_chunk(chunk, embedded, queries, row_of_wnid, extra, options.rule, rows)

@@ -71,38 +71,12 @@ class ChunkResult:
 
 def embed_results(uids: list[int], results: Iterable, embedder, batch_size: int, bar=None) -> ChunkResult:
     """Embed fetched images (objects with uid, status, error, image), whoever fetched them."""
-    import torch
-
-    from laionet.predict.run import _one_line
+    from laionet.predict.batches import encoded_batches
 
     status: dict[int, tuple[str, str | None]] = {}
     vectors: dict[int, np.ndarray] = {}
-    batch: list[tuple[int, object]] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        ids, tensors = zip(*batch)
-        batch.clear()
-        try:
-            rows = embedder.encode(torch.stack(tensors))
-        except Exception as exc:  # e.g. out of memory on one batch: those rows fail, the run goes on
-            status.update((uid, ("model_error", _one_line(exc))) for uid in ids)
-            return
+    for ids, rows in encoded_batches(results, embedder.transform, embedder.encode, batch_size, status, bar):
         vectors.update(zip(ids, rows))
-
-    for result in results:
-        status[result.uid] = (result.status, result.error)
-        if result.status == "ok":
-            try:
-                batch.append((result.uid, embedder.transform(result.image)))
-            except Exception as exc:  # one unusual image must not end the run
-                status[result.uid] = ("transform_error", _one_line(exc))
-            if len(batch) >= batch_size:
-                flush()
-        if bar is not None:
-            bar.update(1)
-    flush()
     matrix = np.zeros((len(uids), embedder.dim), dtype=np.float32)
     codes, errors = [], []
     for row, uid in enumerate(uids):

@@ -9,8 +9,8 @@ resume and the output are the same whichever runner ran the chunk.
 
 from __future__ import annotations
 
-import math
 import os
+from contextlib import closing
 
 import numpy as np
 import pyarrow as pa
@@ -58,36 +58,16 @@ class EmbedActor:
 
 def embed_chunks_ray(chunks: list[tuple[str, pa.Table]], store, options: ImageEmbedOptions, bar=None) -> str | None:
     """Embed and write each (name, chunk) through `store`; returns the device the model ran on."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise LaionetError("the ray runner needs Ray: pip install 'laionet[ray]'") from None
     from laionet.embed.images import FAILED, OUTPUT
-    from laionet.predict.ray_run import DOWNLOAD_ROWS, download_batch
-    from laionet.runners.ray_runner import init_ray, quiet_ray_data
+    from laionet.predict.ray_run import map_image_chunks_ray
 
-    started_here = init_ray(ray, options.ray_address)
     device = None
-    try:
-        with quiet_ray_data(ray):
-            gpus = int(ray.cluster_resources().get("GPU", 0))
-            size, remote_args = (gpus, {"num_gpus": 1}) if gpus else (1, {"num_gpus": 0, "num_cpus": 1})
-            for name, chunk in chunks:
-                rows = chunk.select(["uid", "image"]).to_pylist()
-                data = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / DOWNLOAD_ROWS)))
-                downloaded = data.map_batches(download_batch, batch_size=DOWNLOAD_ROWS, batch_format="pyarrow",
-                                              fn_args=(options.fetch,))
-                embedded = downloaded.map_batches(
-                    EmbedActor, batch_size=options.batch_size, batch_format="pyarrow",
-                    fn_constructor_args=(options, os.getcwd()),
-                    compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
-                result, device = _collect(embedded, bar)
-                part, failures, stats = result.tables(options.dtype)
-                store.write(name, {OUTPUT: part, FAILED: failures}, stats)
-    finally:
-        if started_here:
-            ray.shutdown()
+    with closing(map_image_chunks_ray(chunks, options, EmbedActor, (options, os.getcwd()))) as mapped:
+        for name, embedded in mapped:
+            result, chunk_device = _collect(embedded, bar)
+            device = device or chunk_device
+            part, failures, stats = result.tables(options.dtype)
+            store.write(name, {OUTPUT: part, FAILED: failures}, stats)
     return device
 
 

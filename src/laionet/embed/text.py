@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from laionet.embed.store import embedding_schema, embedding_table
 from laionet.io.inputs import Columns, Shard, plan_inputs
-from laionet.score.encoders import check_encoder, load_text_encoder, pick_device
+from laionet.score.encoders import check_encoder, encode_unique, load_text_encoder, pick_device
 
 OUTPUT = "embeddings"
 TEXT_SHARD_ROWS = 65_536  # rows per shard, i.e. per part: 128 MiB of float32 at dim 512
@@ -78,19 +77,6 @@ class TextEmbedStage:
 
     def output_schema(self, output: str, input_schema: pa.Schema) -> pa.Schema:
         return embedding_schema(self.encoder.dim if self.encoder else 0, self.options.dtype)
-
-
-def encode_unique(encoder, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
-    """Unit rows for `texts`, encoding each distinct text once, in batches of similar length (longest
-    first, so a batch pads little and an out-of-memory shows on the first one)."""
-    index: dict[str, int] = {}
-    inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
-    distinct = list(index)
-    order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]), reverse=True)
-    embeddings = np.empty((len(distinct), encoder.dim), dtype=np.float32)
-    if distinct:
-        embeddings[order] = encoder.encode([distinct[i] for i in order], batch_size=batch_size)
-    return embeddings[inverse], len(distinct)
 
 
 def embed_texts(inputs: list[str], out: Path, options: TextEmbedOptions, columns: Columns = Columns(),

@@ -13,6 +13,7 @@ import io
 import math
 import os
 from collections import Counter
+from contextlib import closing
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -98,6 +99,21 @@ class PredictActor:
 def predict_chunks_ray(chunks: list[tuple[str, pa.Table]], store, options: PredictOptions,
                        restrict: frozenset | None, bar=None) -> str | None:
     """Predict and write each (name, chunk) through `store`; the device the models ran on."""
+    device = None
+    with closing(map_image_chunks_ray(chunks, options, PredictActor, (options, restrict, os.getcwd()))) as mapped:
+        for name, predicted in mapped:
+            table, stats, chunk_device = _collect(predicted, bar)
+            device = device or chunk_device
+            store.write(name, {OUTPUT: table}, stats)
+    return device
+
+
+def map_image_chunks_ray(chunks: list[tuple[str, pa.Table]], options, actor, actor_args: tuple):
+    """Yield (name, Ray dataset) for each (name, chunk of uid and image): the images downloaded in Ray CPU
+    tasks, then `actor` (a Ray Data actor class, one per GPU when the cluster has GPUs, else one on a CPU)
+    mapped over the downloaded batches of `options.batch_size`. Ray is started (or joined at
+    `options.ray_address`) for the loop and stopped after it if it was started here: use it in
+    `contextlib.closing` so that happens at once when the caller stops early."""
     try:
         import ray
         import ray.data
@@ -106,7 +122,6 @@ def predict_chunks_ray(chunks: list[tuple[str, pa.Table]], store, options: Predi
     from laionet.runners.ray_runner import init_ray, quiet_ray_data
 
     started_here = init_ray(ray, options.ray_address)
-    device = None
     try:
         with quiet_ray_data(ray):
             gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -116,16 +131,12 @@ def predict_chunks_ray(chunks: list[tuple[str, pa.Table]], store, options: Predi
                 data = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / DOWNLOAD_ROWS)))
                 downloaded = data.map_batches(download_batch, batch_size=DOWNLOAD_ROWS, batch_format="pyarrow",
                                               fn_args=(options.fetch,))
-                predicted = downloaded.map_batches(
-                    PredictActor, batch_size=options.batch_size, batch_format="pyarrow",
-                    fn_constructor_args=(options, restrict, os.getcwd()),
-                    compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
-                table, stats, device = _collect(predicted, bar)
-                store.write(name, {OUTPUT: table}, stats)
+                yield name, downloaded.map_batches(actor, batch_size=options.batch_size, batch_format="pyarrow",
+                                                   fn_constructor_args=actor_args,
+                                                   compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
     finally:
         if started_here:
             ray.shutdown()
-    return device
 
 
 def _collect(predicted, bar) -> tuple[pa.Table, dict, str | None]:

@@ -73,6 +73,20 @@ class TextEncoder(Protocol):
         ...
 
 
+def encode_unique(encoder: TextEncoder, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
+    """Unit rows for `texts` in order, each distinct text encoded once, in batches of similar length
+    (longest first, so a batch pads little and an out-of-memory shows on the first one); also returns
+    the number of distinct texts. Used by score, embed and captions."""
+    index: dict[str, int] = {}
+    inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
+    distinct = list(index)
+    order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]), reverse=True)
+    embeddings = np.empty((len(distinct), encoder.dim), dtype=np.float32)
+    if distinct:
+        embeddings[order] = encoder.encode([distinct[i] for i in order], batch_size=batch_size)
+    return embeddings[inverse], len(distinct)
+
+
 def parse_spec(spec: str) -> EncoderSpec:
     """Parse `KIND[:NAME]`; the name may be a hub id or a local folder."""
     kind, colon, name = str(spec).strip().partition(":")

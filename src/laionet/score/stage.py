@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from laionet.errors import LaionetError
 from laionet.io.inputs import Shard
-from laionet.score.encoders import load_text_encoder, parse_spec
+from laionet.score.encoders import encode_unique, load_text_encoder, parse_spec
 from laionet.vocab.templates import QUERY_TEMPLATES
 
 # The original replaced a missing caption by the literal string 'None' (spec §3.2).
@@ -85,22 +85,11 @@ class ScoreStage:
                                f"({len(unknown)} unknown wnid(s))")
         query_rows = self._query_rows(wnids)
         texts = [MISSING_TEXT if t is None else t for t in table.column(self.text_col).to_pylist()]
-        caption_embeddings, unique = self._encode_unique(texts)
+        caption_embeddings, unique = encode_unique(self.encoder, texts, self.batch_size)
         similarity = np.einsum("ij,ij->i", caption_embeddings, self.query_embeddings[query_rows])
         queries = pa.array([self.queries[i] for i in query_rows], pa.string())
         scored = table.append_column("query", queries).append_column("similarity", pa.array(similarity, pa.float32()))
         return {"scored": scored}, {"rows_scored": table.num_rows, "unique_captions": unique}
-
-    def _encode_unique(self, texts: list[str]) -> tuple[np.ndarray, int]:
-        """Embeddings for `texts`, encoding each distinct caption once, longest-first batches."""
-        index: dict[str, int] = {}
-        inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
-        distinct = list(index)
-        order = sorted(range(len(distinct)), key=lambda i: len(distinct[i]), reverse=True)
-        embeddings = np.empty((len(distinct), self.query_embeddings.shape[1]), dtype=np.float32)
-        if distinct:
-            embeddings[order] = self.encoder.encode([distinct[i] for i in order], batch_size=self.batch_size)
-        return embeddings[inverse], len(distinct)
 
     def output_schema(self, output: str, input_schema: pa.Schema) -> pa.Schema:
         return input_schema.append(pa.field("query", pa.string())).append(pa.field("similarity", pa.float32()))

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from laionet.embed.image_encoders import check_image_embedder, l2_normalise, load_image_embedder
 from laionet.errors import LaionetError
-from laionet.predict.run import _iter_images, _one_line, read_items
+from laionet.predict.run import _iter_images, read_items
 
 PAIRS = "pairs.parquet"
 CLASSES = "classes.parquet"
@@ -294,43 +294,18 @@ def _fingerprint(dataset: str, items: pa.Table, options: SimilarityOptions) -> d
 
 def embed_class(label: str, items: list[tuple[int, str]], encoder, options: SimilarityOptions, status: Counter,
                 errors: list[str], bar=None) -> dict[int, np.ndarray]:
-    """uid -> embedding of the images of one class that could be read, transformed and embedded."""
-    import torch
+    """uid -> embedding of the images of one class that could be read, transformed and embedded; the
+    others are counted in `status` by reason, with their first errors in `errors`."""
+    from laionet.predict.batches import encoded_batches
 
+    outcome: dict[int, tuple[str, str | None]] = {}
     embedded: dict[int, np.ndarray] = {}
-    batch: list[tuple[int, object]] = []
-
-    def note(message: str) -> None:
-        if len(errors) < 20:
-            errors.append(message)
-
-    def flush() -> None:
-        if not batch:
-            return
-        ids, tensors = zip(*batch)
-        batch.clear()
-        try:
-            rows = encoder.encode(torch.stack(tensors))
-        except Exception as exc:  # e.g. out of memory on one batch: count it, keep going
-            status["model_error"] += len(ids)
-            note(f"{label}: {_one_line(exc)}")
-            return
+    results = _iter_images(items, options.fetch)
+    for ids, rows in encoded_batches(results, encoder.transform, encoder.encode, options.batch_size, outcome, bar):
         embedded.update(zip(ids, rows))
-
-    for result in _iter_images(items, options.fetch):
-        if result.status == "ok":
-            try:
-                batch.append((result.uid, encoder.transform(result.image)))
-            except Exception as exc:  # one unusual image must not end the run
-                status["transform_error"] += 1
-                note(f"{result.uid}: {_one_line(exc)}")
-            if len(batch) >= options.batch_size:
-                flush()
-        else:
-            status[result.status] += 1
-            if result.error:
-                note(f"{result.uid}: {result.error}")
-        if bar is not None:
-            bar.update(1)
-    flush()
+    for uid, (code, error) in outcome.items():
+        if code != "ok":
+            status[code] += 1
+            if error and len(errors) < 20:
+                errors.append(f"{label} {uid}: {error}")
     return embedded

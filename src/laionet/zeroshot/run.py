@@ -35,7 +35,6 @@ from laionet.predict.run import (
     _column_bytes,
     _file_id,
     _iter_images,
-    _one_line,
     _summary,
     read_items,
 )
@@ -161,7 +160,7 @@ def zeroshot_dataset(dataset: str, vocab: str | Path, out: str | Path, options: 
 def zeroshot_chunk(chunk: pa.Table, encoder, queries: np.ndarray, wnids: list[str], options: ZeroshotOptions,
                    bar=None) -> tuple[pa.Table, dict]:
     """The rows of `chunk` in output form (uid order): top-5 wnids by cosine and, if asked, the own-class cosine."""
-    import torch
+    from laionet.predict.batches import encoded_batches
 
     uids = chunk.column("uid").to_pylist()
     index = {wnid: i for i, wnid in enumerate(wnids)}
@@ -169,39 +168,16 @@ def zeroshot_chunk(chunk: pa.Table, encoder, queries: np.ndarray, wnids: list[st
     status: dict[int, tuple[str, str | None]] = {}
     tops: dict[int, list[str]] = {}
     similarity: dict[int, float | None] = {}
-    batch: list[tuple[int, object]] = []
     k = min(TOP_K, len(wnids))
-
-    def flush() -> None:
-        if not batch:
-            return
-        ids, tensors = zip(*batch)
-        batch.clear()
-        try:
-            embeddings = encoder.encode(torch.stack(tensors))
-        except Exception as exc:  # e.g. out of memory on one batch: record it, keep going
-            for uid in ids:
-                status[uid] = ("model_error", _one_line(exc))
-            return
+    results = _iter_images(zip(uids, chunk.column("image").to_pylist()), options.fetch)
+    for ids, embeddings in encoded_batches(results, encoder.transform, encoder.encode, options.batch_size, status,
+                                           bar):
         sims = embeddings @ queries.T  # cosines, (batch, classes)
         order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
         for row, uid in enumerate(ids):
             tops[uid] = [wnids[j] for j in order[row]]
             j = index.get(own.get(uid))
             similarity[uid] = float(sims[row, j]) if j is not None else None
-
-    for result in _iter_images(zip(uids, chunk.column("image").to_pylist()), options.fetch):
-        status[result.uid] = (result.status, result.error)
-        if result.status == "ok":
-            try:
-                batch.append((result.uid, encoder.transform(result.image)))
-            except Exception as exc:  # one unusual image must not end the run
-                status[result.uid] = ("transform_error", _one_line(exc))
-            if len(batch) >= options.batch_size:
-                flush()
-        if bar is not None:
-            bar.update(1)
-    flush()
 
     columns: dict[str, list] = {name: [] for name in output_schema(options.similarity_col).names}
     for uid in uids:
