@@ -20,8 +20,10 @@ from laionet.errors import LaionetError  # noqa: E402
 from laionet.index import build as build_module  # noqa: E402
 from laionet.index.build import IndexOptions, build_index  # noqa: E402
 from laionet.index.choose import choose_index, flat_bytes, ivf_pq_bytes, parse_memory, pq_sizes  # noqa: E402
+from laionet.index import search as search_module  # noqa: E402
 from laionet.index.dataset import search_dataset  # noqa: E402
 from laionet.index.search import SearchOptions, open_index, search_index  # noqa: E402
+from laionet.io.shards import ShardStore  # noqa: E402
 
 PART_SHIFT = 100_000_000  # LAION-style uids: part × 1e8 + row
 
@@ -279,6 +281,131 @@ def test_bad_inputs_give_one_line_errors(synthetic, tmp_path):
     assert "no such query" in _one_line_error(["search", str(tmp_path / "idx"), str(tmp_path / "nope"),
                                                "-o", str(tmp_path / "r.parquet")])
     assert not (tmp_path / "r.parquet").exists()
+
+
+# ------------------------------------------------------------------ search: resume after an interruption
+
+
+@pytest.fixture
+def query_parts(synthetic, tmp_path):
+    """A Flat index of the synthetic collection, and its 200 queries as a folder of 3 parts (3 chunks)."""
+    folder, _, _, _, queries = synthetic
+    build_index(folder, tmp_path / "idx", IndexOptions(progress=False))
+    qfolder = tmp_path / "q3"
+    write_folder(qfolder, [queries[:80], queries[80:150], queries[150:]])
+    return tmp_path / "idx", qfolder
+
+
+def crash_on_write(monkeypatch, at: int) -> None:
+    """ShardStore.write saves `at - 1` chunks, then a KeyboardInterrupt (a killed search)."""
+    real_write, calls = ShardStore.write, {"n": 0}
+
+    def write(self, *args):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt("killed")
+        real_write(self, *args)
+
+    monkeypatch.setattr(ShardStore, "write", write)
+
+
+def searched_chunks(monkeypatch) -> list[int]:
+    """The query chunks a search reads, in order."""
+    chunks, real_batches = [], search_module.Queries.batches
+    monkeypatch.setattr(search_module.Queries, "batches", lambda self, chunk: (chunks.append(chunk),
+                                                                               real_batches(self, chunk))[1])
+    return chunks
+
+
+def test_interrupted_search_resumes_with_the_uninterrupted_results(query_parts, tmp_path, monkeypatch):
+    index, qfolder = query_parts
+    options = SearchOptions(k=5, batch_size=32, progress=False)
+    whole = search_index(index, str(qfolder), tmp_path / "whole.parquet", options)
+    assert (whole["chunks"], whole["chunks_resumed"], whole["query_rows"]) == (3, 0, 200)
+
+    out = tmp_path / "r.parquet"
+    crash_on_write(monkeypatch, at=2)
+    with pytest.raises(KeyboardInterrupt):
+        search_index(index, str(qfolder), out, options)
+    monkeypatch.undo()
+    work = tmp_path / ".r.parquet.work"
+    assert not out.exists() and len(list((work / "stats").glob("*.json"))) == 1
+
+    faiss_calls = []
+    real_search = search_module._search_faiss
+    monkeypatch.setattr(search_module, "_search_faiss", lambda loaded, vectors, k: (faiss_calls.append(len(vectors)),
+                                                                                     real_search(loaded, vectors, k))[1])
+    chunks = searched_chunks(monkeypatch)
+    info = search_index(index, str(qfolder), out, options)
+    assert chunks == [1, 2] and faiss_calls == [32, 32, 6, 32, 18]  # the last two parts only, in batches
+    assert (info["chunks"], info["chunks_resumed"], info["query_rows"], info["hits"]) == (3, 1, 200, whole["hits"])
+    assert out.read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    assert not work.exists()
+
+
+def test_search_rerun_with_other_parameters_is_refused(query_parts, tmp_path, monkeypatch):
+    index, qfolder = query_parts
+    out = tmp_path / "r.parquet"
+    args = ["search", str(index), str(qfolder), "-o", str(out), "--no-progress", "-k", "3"]
+    crash_on_write(monkeypatch, at=3)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130 and "run the same command again to resume" in result.output
+    monkeypatch.undo()
+    assert "other inputs or parameters" in _one_line_error(args[:-1] + ["4"])
+    assert not out.exists()
+
+    chunks = searched_chunks(monkeypatch)
+    result = CliRunner().invoke(main, args[:-1] + ["4", "--overwrite"])  # partial k=3 results discarded
+    assert result.exit_code == 0, result.output
+    assert chunks == [0, 1, 2] and not (tmp_path / ".r.parquet.work").exists()
+    search_index(index, str(qfolder), tmp_path / "k4.parquet", SearchOptions(k=4, progress=False))
+    assert out.read_bytes() == (tmp_path / "k4.parquet").read_bytes()
+    stage = json.loads((tmp_path / "r.parquet.manifest.json").read_text())["stages"]["search"]
+    assert (stage["k"], stage["chunks"], stage["chunks_resumed"], stage["hits"]) == (4, 3, 0, 800)
+
+    result = CliRunner().invoke(main, args)  # a finished search run again: searched again, with its own -k
+    assert result.exit_code == 0, result.output
+    assert set(pq.read_table(out).column("rank").to_pylist()) == {0, 1, 2}
+
+
+@pytest.mark.slow  # loads MiniLM three times
+def test_interrupted_caption_search_does_not_embed_finished_chunks(sample_parquet, minilm_path, tmp_path,
+                                                                   monkeypatch):
+    """Caption queries in chunks of --chunk-rows: a resumed search embeds only the captions of the chunks
+    not yet saved, and writes what an uninterrupted search writes."""
+    from laionet.score import encoders
+
+    spec = f"sentence-transformers:{minilm_path}"
+    write_folder(tmp_path / "emb", [clustered(np.random.default_rng(2), 400, 384)], encoder=spec)
+    build_index(tmp_path / "emb", tmp_path / "idx", IndexOptions(progress=False))
+    texts = pq.read_table(sample_parquet, columns=["TEXT"]).column("TEXT").to_pylist()[:120]
+    pq.write_table(pa.table({"TEXT": texts}), tmp_path / "captions.parquet", row_group_size=40)
+    encoded = []
+    real_load = encoders.load_text_encoder
+
+    def counting_encoder(*args, **kwargs):
+        encoder = real_load(*args, **kwargs)
+        real_encode = encoder.encode
+        encoder.encode = lambda batch, **kw: (encoded.extend(batch), real_encode(batch, **kw))[1]
+        return encoder
+
+    monkeypatch.setattr(encoders, "load_text_encoder", counting_encoder)
+
+    def search(out) -> CliRunner:
+        return CliRunner().invoke(main, ["search", str(tmp_path / "idx"), str(tmp_path / "captions.parquet"),
+                                         "-k", "3", "-o", str(out), "--chunk-rows", "50", "--batch-size", "16",
+                                         "--no-progress"])
+
+    assert search(tmp_path / "whole.parquet").exit_code == 0 and encoded == texts
+    real_write = ShardStore.write
+    crash_on_write(monkeypatch, at=2)
+    assert search(tmp_path / "r.parquet").exit_code == 130
+    monkeypatch.setattr(ShardStore, "write", real_write)
+    encoded.clear()
+    result = search(tmp_path / "r.parquet")
+    assert result.exit_code == 0 and "1 of 3 chunks resumed" in result.output, result.output
+    assert encoded == texts[40:]  # the first chunk's captions are not embedded again
+    assert (tmp_path / "r.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
 
 
 # ------------------------------------------------------------------ search results into a dataset

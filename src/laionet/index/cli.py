@@ -102,20 +102,26 @@ def _embeddings_for_index(inputs, out: Path, encoder, modality, text_col, id_col
 @click.option("--text-col", default="TEXT", show_default=True, help="Caption column when QUERIES is captions.")
 @click.option("--encoder", help="Text encoder for caption queries (default: the index's).")
 @click.option("--device", help="Encoder device: cpu, cuda, mps (default: the best available).")
+@click.option("--chunk-rows", type=int, default=10_000, show_default=True,
+              help="Caption queries per resumable chunk (a query folder resumes part by part).")
+@click.option("--overwrite", is_flag=True, help="Discard the partial results of an interrupted search.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @friendly_errors
 def search_command(index_dir, queries, k, out, nprobe, k_factor, exact, batch_size, text_col, encoder, device,
-                   no_progress):
-    """Nearest collection rows of each query: query_uid, uid, score, rank."""
+                   chunk_rows, overwrite, no_progress):
+    """Nearest collection rows of each query: query_uid, uid, score, rank (resumable: a rerun skips the
+    query chunks already searched)."""
     from laionet.index.search import SearchOptions, search_index
 
     options = SearchOptions(k=k, nprobe=nprobe, k_factor=k_factor, exact=exact, batch_size=batch_size,
-                            text_col=text_col, encoder=encoder, device=device, progress=not no_progress)
+                            text_col=text_col, encoder=encoder, device=device, chunk_rows=chunk_rows,
+                            overwrite=overwrite, progress=not no_progress)
     info = search_index(index_dir, queries, out, options)
     manifest_beside(out, "search", {"index": str(index_dir), "queries": queries, "k": k}, info)
     how = "exact scan" if exact else f"{info['factory']}, nprobe {info['nprobe']}"
+    resumed = f", {info['chunks_resumed']} of {info['chunks']} chunks resumed" if info["chunks_resumed"] else ""
     echo(f"search: {info['query_rows']:,} queries, {info['hits']:,} hits (k {k}, {how}, "
-         f"{info['queries_per_second'] or 0:,.0f} queries/s) -> {out}")
+         f"{info['queries_per_second'] or 0:,.0f} queries/s{resumed}) -> {out}")
 
 
 @click.command(name="search-dataset")

@@ -7,6 +7,11 @@ its rows get uids as everywhere else (a `uid` column when it has one, else laion
 Output, one parquet: `query_uid, uid, score, rank`: for each query its hits by score, highest first, rank
 0..k-1; faiss's -1 ids (fewer than k vectors reachable) are dropped. `exact=True` ignores the index and
 scans the collection's embedding folder with a flat inner product, part by part (for measuring recall).
+
+Resume: the queries are searched chunk by chunk (a part of the query folder, or `chunk_rows` captions), each
+chunk's hits saved as it finishes in a work folder beside OUT (`.OUT.work`, fingerprinted: a rerun with another
+index, other queries or other parameters is refused); a rerun skips, and does not embed, the finished chunks.
+When all are done they are concatenated, in chunk order, into OUT and the work folder is removed.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import pyarrow.parquet as pq
 from laionet.embed.store import EMBEDDING, EmbeddingSet, open_embeddings
 from laionet.errors import LaionetError
 from laionet.index.build import INDEX_FILE, MANIFEST, UIDS_FILE, faiss_module, read_npy, unit_rows
-from laionet.io.atomic import atomic_path
+from laionet.io.inputs import DEFAULT_SHARD_ROWS
+from laionet.io.shards import ShardStore
 
 HNSW_EF_SEARCH = 128
+OUTPUT = "results"  # the work folder's one output
 SCHEMA = pa.schema([("query_uid", pa.int64()), ("uid", pa.int64()), ("score", pa.float32()), ("rank", pa.int32())])
 
 
@@ -40,6 +47,8 @@ class SearchOptions:
     encoder: str | None = None
     device: str | None = None
     encode_batch_size: int = 256
+    chunk_rows: int = 10_000  # caption queries per resumable chunk (a query folder resumes part by part)
+    overwrite: bool = False  # discard the partial results of an interrupted search
     progress: bool = True
 
 
@@ -91,48 +100,52 @@ def is_embedding_input(path: Path) -> bool:
         return False
 
 
-def caption_plan(paths: list[str], text_col: str | None):
+def caption_plan(paths: list[str], text_col: str | None, shard_rows: int = DEFAULT_SHARD_ROWS):
     """laionet.io.inputs' plan for caption files; a `uid` column, when present, gives the uids."""
     from laionet.io.inputs import Columns, open_parquet, plan_inputs, resolve_inputs
 
     first = resolve_inputs(paths)[0]
     names = open_parquet(first).schema_arrow.names
-    return plan_inputs(paths, Columns(text=text_col, id="uid" if "uid" in names else None))
+    return plan_inputs(paths, Columns(text=text_col, id="uid" if "uid" in names else None), shard_rows=shard_rows)
 
 
-def iter_caption_texts(plan, batch_rows: int) -> Iterator[tuple[np.ndarray, list[str]]]:
+def iter_caption_texts(plan, shard, batch_rows: int) -> Iterator[tuple[np.ndarray, list[str]]]:
+    """(uids, captions) of one shard of `plan`, in batches of `batch_rows`."""
     from laionet.io.inputs import read_shard
 
-    for shard in plan.shards:
-        table = read_shard(shard, plan, [plan.text_col])
-        for start in range(0, table.num_rows, batch_rows):
-            piece = table.slice(start, batch_rows)
-            texts = piece.column(plan.text_col).to_pylist()
-            if any(t is None for t in texts):
-                raise LaionetError(f"{shard.path}: column '{plan.text_col}' has null captions")
-            yield piece.column("uid").to_numpy().astype(np.int64), texts
+    table = read_shard(shard, plan, [plan.text_col])
+    for start in range(0, table.num_rows, batch_rows):
+        piece = table.slice(start, batch_rows)
+        texts = piece.column(plan.text_col).to_pylist()
+        if any(t is None for t in texts):
+            raise LaionetError(f"{shard.path}: column '{plan.text_col}' has null captions")
+        yield piece.column("uid").to_numpy().astype(np.int64), texts
 
 
 class Queries:
-    """Query vectors in batches, from an embedding folder or from captions embedded on the fly."""
+    """Query vectors in chunks (the unit of resume) of batches, from an embedding folder (a chunk per part) or
+    from captions embedded on the fly (a chunk per shard of `chunk_rows` captions)."""
 
     def __init__(self, path: str, index: LoadedIndex, options: SearchOptions):
         self.path = Path(path).expanduser()
         self.options = options
         self.encoder_spec = None
+        self.text_col = None
         if not self.path.exists():
             raise LaionetError(f"{path}: no such query file or folder")
         if is_embedding_input(self.path):
             self.embeddings: EmbeddingSet | None = open_embeddings(self.path)
-            self.rows, dim = self.embeddings.rows, self.embeddings.dim
+            self.files, self.chunk_rows = self.embeddings.parts, self.embeddings.part_rows
+            dim = self.embeddings.dim
             indexed = index.info.get("encoder")
             if self.embeddings.encoder and indexed and self.embeddings.encoder != indexed:
                 raise LaionetError(f"{path}: embedded with {self.embeddings.encoder}, the index with "
                                    f"{index.info['encoder']}; their similarities would mean nothing")
         else:
             self.embeddings = None
-            self.plan = caption_plan([str(self.path)], options.text_col)
-            self.rows = self.plan.rows
+            self.plan = caption_plan([str(self.path)], options.text_col, options.chunk_rows)
+            self.files, self.chunk_rows = self.plan.files, [shard.num_rows for shard in self.plan.shards]
+            self.text_col = self.plan.text_col
             self.encoder_spec = options.encoder or index.info.get("encoder")
             if not self.encoder_spec:
                 raise LaionetError(f"{path}: captions need an --encoder (the index records none)")
@@ -143,15 +156,18 @@ class Queries:
         if dim != index.dim:
             raise LaionetError(f"{path}: query vectors have dimension {dim}, the index {index.dim}")
         self.dim = dim
+        self.rows = sum(self.chunk_rows)
+        self.chunk_names = [f"chunk-{i:06d}" for i in range(len(self.chunk_rows))]
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(self, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(uids, unit vectors) of one chunk, `batch_size` queries at a time."""
         size = self.options.batch_size
         if self.embeddings is not None:
-            for uids, vectors in self.embeddings.iter_parts():
-                for start in range(0, len(uids), size):
-                    yield uids[start:start + size], unit_rows(vectors[start:start + size])[0]
+            uids, vectors = self.embeddings.read_part(chunk)
+            for start in range(0, len(uids), size):
+                yield uids[start:start + size], unit_rows(vectors[start:start + size])[0]
         else:
-            for uids, texts in iter_caption_texts(self.plan, size):
+            for uids, texts in iter_caption_texts(self.plan, self.plan.shards[chunk], size):
                 yield uids, self.encoder.encode(texts, batch_size=self.options.encode_batch_size)
 
 
@@ -159,45 +175,80 @@ class Queries:
 
 
 def search_index(index_dir: str | Path, queries: str, out: str | Path, options: SearchOptions) -> dict:
+    """Search every query chunk not yet in the work folder beside `out`, then write `out` from all of them."""
     from laionet.progress import Progress
 
     started = time.perf_counter()
-    if options.k < 1:
-        raise LaionetError(f"-k must be at least 1, got {options.k}")
-    if options.batch_size < 1:
-        raise LaionetError("--batch-size must be at least 1")
-    if options.nprobe is not None and options.nprobe < 1:
-        raise LaionetError("--nprobe must be at least 1")
+    check_options(options)
     loaded = open_index(index_dir, load_index=not options.exact)
     query_set = Queries(queries, loaded, options)
-    nprobe = options.nprobe or loaded.info.get("nprobe")
-    k_factor = options.k_factor or loaded.info.get("k_factor")
+    nprobe = None if options.exact else options.nprobe or loaded.info.get("nprobe")
+    k_factor = None if options.exact else options.k_factor or loaded.info.get("k_factor")
     if not options.exact:
         set_search_parameters(loaded.index, nprobe, k_factor)
         searcher = lambda vectors: _search_faiss(loaded, vectors, options.k)  # noqa: E731
     else:
         searcher = ExactScan(loaded, options.k)
 
-    hits = searched = 0
-    bar = Progress("search", query_set.rows, enabled=options.progress, unit="queries")
     out = Path(out)
+    store = open_store(out, _fingerprint(loaded, query_set, options, nprobe, k_factor), options.overwrite)
+    names = query_set.chunk_names
+    todo = [i for i, name in enumerate(names) if not store.is_done(name)]
+    searched = sum(query_set.chunk_rows[i] for i in todo)
+    bar = Progress("search", query_set.rows, initial=query_set.rows - searched, enabled=options.progress,
+                   unit="queries")
     try:
-        with atomic_path(out) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for query_uids, vectors in query_set:
-                scores, uids = searcher(np.ascontiguousarray(vectors, dtype=np.float32))
-                table = results_table(query_uids, scores, uids)
-                writer.write_table(table)
-                hits += table.num_rows
-                searched += len(query_uids)
-                bar.update(len(query_uids))
+        for chunk in todo:
+            table = search_chunk(query_set.batches(chunk), searcher, bar)
+            store.write(names[chunk], {OUTPUT: table}, {"query_rows": query_set.chunk_rows[chunk]})
     finally:
         bar.close()
+    hits = store.concatenate(OUTPUT, names, out, SCHEMA)
+    store.reset()
     seconds = time.perf_counter() - started
-    return {"index": str(index_dir), "queries": str(queries), "query_rows": searched, "hits": hits, "k": options.k,
-            "exact": options.exact, "nprobe": None if options.exact else nprobe,
-            "k_factor": None if options.exact else k_factor, "factory": loaded.info.get("factory"),
-            "encoder": query_set.encoder_spec, "seconds": round(seconds, 3),
-            "queries_per_second": round(searched / seconds, 1) if seconds else None}
+    return {"index": str(index_dir), "queries": str(queries), "query_rows": query_set.rows, "hits": hits,
+            "k": options.k, "exact": options.exact, "nprobe": nprobe, "k_factor": k_factor,
+            "factory": loaded.info.get("factory"), "encoder": query_set.encoder_spec, "chunks": len(names),
+            "chunks_resumed": len(names) - len(todo), "seconds": round(seconds, 3),
+            "queries_per_second": round(searched / seconds, 1) if seconds and searched else None}
+
+
+def check_options(options: SearchOptions) -> None:
+    if options.k < 1:
+        raise LaionetError(f"-k must be at least 1, got {options.k}")
+    if options.batch_size < 1 or options.chunk_rows < 1:
+        raise LaionetError("--batch-size and --chunk-rows must be at least 1")
+    if options.nprobe is not None and options.nprobe < 1:
+        raise LaionetError("--nprobe must be at least 1")
+
+
+def open_store(out: Path, fingerprint: dict, overwrite: bool) -> ShardStore:
+    """The work folder beside `out` (same filesystem, as `laionet embed`'s), emptied first with `overwrite`."""
+    store = ShardStore(out.with_name(f".{out.name}.work"), [OUTPUT], fingerprint)
+    if overwrite:
+        store.reset()
+    store.open()
+    return store
+
+
+def _fingerprint(loaded: LoadedIndex, query_set: Queries, options: SearchOptions, nprobe, k_factor) -> dict:
+    """What the saved chunks depend on; batch sizes and the device only change how fast they come."""
+    from laionet.predict.run import _file_id
+
+    return {"stage": "search", "index": [_file_id(str(loaded.folder / name)) for name in (INDEX_FILE, UIDS_FILE)],
+            "queries": [_file_id(str(path)) for path in query_set.files], "chunks": query_set.chunk_rows,
+            "k": options.k, "nprobe": nprobe, "k_factor": k_factor, "exact": options.exact,
+            "text_col": query_set.text_col, "encoder": query_set.encoder_spec}
+
+
+def search_chunk(batches: Iterator[tuple[np.ndarray, np.ndarray]], searcher, bar) -> pa.Table:
+    """The hits of one chunk's queries, batch after batch."""
+    tables = []
+    for query_uids, vectors in batches:
+        scores, uids = searcher(np.ascontiguousarray(vectors, dtype=np.float32))
+        tables.append(results_table(query_uids, scores, uids))
+        bar.update(len(query_uids))
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
 def _search_faiss(loaded: LoadedIndex, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
