@@ -39,13 +39,14 @@ def folder(tmp_path_factory) -> Path:
 
 def _predict(folder: Path, model: Path, out: Path, runner: str) -> Path:
     result = CliRunner().invoke(command, [f"folder:{folder}", "--model", f"hf:{model}", "--runner", runner,
-                                          "--batch-size", "4", "--no-progress", "-o", str(out)],
+                                          "--batch-size", "4", "--chunk-rows", "5", "--no-progress", "-o", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out
 
 
 def test_ray_runner_equals_local(folder, tiny_vit, tmp_path):
+    """13 rows in chunks of 5: the Ray pipeline runs over all three chunks at once and writes each."""
     local = pq.read_table(_predict(folder, tiny_vit, tmp_path / "local.parquet", "local"))
     remote = pq.read_table(_predict(folder, tiny_vit, tmp_path / "ray.parquet", "ray"))
     assert local.num_rows == 13

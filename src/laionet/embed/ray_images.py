@@ -1,10 +1,10 @@
 """`laionet embed --modality image --runner ray`: downloads as Ray Data CPU tasks, the model in an actor pool.
 
-The pieces of `laionet predict --runner ray` (predict/ray_run.py): per pending chunk, `from_items(uid,
-image)` -> `download_batch` (fetch and decode; the RGB image travels as lossless PNG) -> `EmbedActor` (loads
-the embedder once, then runs `embed_results`, the local runner's own batching). The driver puts the
-chunk back in uid order and writes it through the same ShardStore as the local runner, so the work folder,
-resume and the output are the same whichever runner ran the chunk.
+The pipeline of `laionet predict --runner ray` (`laionet.predict.ray_run.map_image_chunks_ray`: one Ray Data
+pipeline over all pending chunks, downloads as tasks, images as lossless PNG) with `EmbedActor` (loads the
+embedder once, then runs `embed_results`, the local runner's own batching). The driver puts each chunk back
+in uid order and writes it through the same ShardStore as the local runner, so the work folder, resume and
+the output are the same whichever runner ran the chunk.
 """
 
 from __future__ import annotations
@@ -62,26 +62,17 @@ def embed_chunks_ray(chunks: list[tuple[str, pa.Table]], store, options: ImageEm
     from laionet.predict.ray_run import map_image_chunks_ray
 
     device = None
-    with closing(map_image_chunks_ray(chunks, options, EmbedActor, (options, os.getcwd()))) as mapped:
-        for name, embedded in mapped:
-            result, chunk_device = _collect(embedded, bar)
+    with closing(map_image_chunks_ray(chunks, options, EmbedActor, (options, os.getcwd()), bar)) as mapped:
+        for name, parts in mapped:
+            result, chunk_device = _collect(parts)
             device = device or chunk_device
             part, failures, stats = result.tables(options.dtype)
             store.write(name, {OUTPUT: part, FAILED: failures}, stats)
     return device
 
 
-def _collect(embedded, bar) -> tuple[ChunkResult, str | None]:
+def _collect(parts: list[pa.Table]) -> tuple[ChunkResult, str | None]:
     """The chunk back in uid order (the local runner's order), and the device."""
-    parts = []
-    for part in embedded.iter_batches(batch_format="pyarrow", batch_size=None):
-        errors = [e for e in part.column("run_error").to_pylist() if e]
-        if errors:
-            raise LaionetError(errors[0])
-        if part.num_rows:
-            parts.append(part)
-            if bar is not None:
-                bar.update(part.num_rows)
     table = pa.concat_tables(parts).sort_by("uid") if parts else EMBEDDED.empty_table()
     dim = int(table.column("dim")[0].as_py()) if table.num_rows else 0
     vectors = np.zeros((table.num_rows, dim), dtype=np.float32)

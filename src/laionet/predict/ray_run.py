@@ -1,20 +1,21 @@
 """`laionet predict --runner ray`: downloads as Ray Data CPU tasks, the models in a pool of (GPU) actors.
 
-For each pending chunk: `from_items(uid, image)` -> `download_batch` (plain tasks: fetch and decode with
-`laionet.fetch.iter_images`, the decoded RGB image travels re-encoded as lossless PNG) -> `PredictActor`
-(an actor pool; each actor loads every model once, then runs `predict_results`, the local runner's own
-batching and row assembly). The driver collects the chunk and writes it through the same ShardStore as the
-local runner, so the work folder, resume and the final file are the same whichever runner ran the chunk.
+All pending chunks go through one Ray Data pipeline (`map_image_chunks_ray`): their (uid, image) rows ->
+`download_batch` (plain tasks: fetch and decode with `laionet.fetch.iter_images`, the decoded RGB image
+travels re-encoded as lossless PNG) -> `PredictActor` (an actor pool; each actor loads every model once,
+then runs `predict_results`, the local runner's own batching and row assembly). The driver gathers each
+chunk's rows as they come back and writes a chunk through the same ShardStore as the local runner as soon as
+it is complete, so the work folder, resume and the final file are the same whichever runner ran the chunk.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
 from collections import Counter
 from contextlib import closing
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -100,18 +101,23 @@ def predict_chunks_ray(chunks: list[tuple[str, pa.Table]], store, options: Predi
                        restrict: frozenset | None, bar=None) -> str | None:
     """Predict and write each (name, chunk) through `store`; the device the models ran on."""
     device = None
-    with closing(map_image_chunks_ray(chunks, options, PredictActor, (options, restrict, os.getcwd()))) as mapped:
-        for name, predicted in mapped:
-            table, stats, chunk_device = _collect(predicted, bar)
+    mapped = map_image_chunks_ray(chunks, options, PredictActor, (options, restrict, os.getcwd()), bar)
+    with closing(mapped):
+        for name, parts in mapped:
+            table, stats, chunk_device = _collect(parts)
             device = device or chunk_device
             store.write(name, {OUTPUT: table}, stats)
     return device
 
 
-def map_image_chunks_ray(chunks: list[tuple[str, pa.Table]], options, actor, actor_args: tuple):
-    """Yield (name, Ray dataset) for each (name, chunk of uid and image): the images downloaded in Ray CPU
-    tasks, then `actor` (a Ray Data actor class, one per GPU when the cluster has GPUs, else one on a CPU)
-    mapped over the downloaded batches of `options.batch_size`. Ray is started (or joined at
+def map_image_chunks_ray(chunks: list[tuple[str, pa.Table]], options, actor, actor_args: tuple, bar=None):
+    """Yield (name, output tables) for each (name, chunk of uid and image), as each chunk completes.
+
+    One Ray Data pipeline over all the chunks, so the models load once per actor, not once per chunk: the
+    images are downloaded in Ray CPU tasks (DOWNLOAD_ROWS rows each), then `actor` (a Ray Data actor class
+    returning rows with `uid` and `run_error`; one actor per GPU when the cluster has GPUs, else one on a
+    CPU) runs over the downloaded batches of `options.batch_size`. An output row belongs to the chunk of its
+    uid; a chunk is complete when all its uids are back. Ray is started (or joined at
     `options.ray_address`) for the loop and stopped after it if it was started here: use it in
     `contextlib.closing` so that happens at once when the caller stops early."""
     try:
@@ -121,37 +127,66 @@ def map_image_chunks_ray(chunks: list[tuple[str, pa.Table]], options, actor, act
         raise LaionetError("the ray runner needs Ray: pip install 'laionet[ray]'") from None
     from laionet.runners.ray_runner import init_ray, quiet_ray_data
 
+    if not chunks:
+        return
+    inputs = [chunk.select(["uid", "image"]) for _, chunk in chunks]
+    chunk_of = _ChunkOfUid([table.column("uid").to_numpy() for table in inputs])
+    waiting = [table.num_rows for table in inputs]  # uids not yet back, per chunk
+    collected: list[list[pa.Table]] = [[] for _ in chunks]
+    for index, rows in enumerate(waiting):
+        if rows == 0:
+            yield chunks[index][0], []
     started_here = init_ray(ray, options.ray_address)
     try:
         with quiet_ray_data(ray):
             gpus = int(ray.cluster_resources().get("GPU", 0))
             size, remote_args = (gpus, {"num_gpus": 1}) if gpus else (1, {"num_gpus": 0, "num_cpus": 1})
-            for name, chunk in chunks:
-                rows = chunk.select(["uid", "image"]).to_pylist()
-                data = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / DOWNLOAD_ROWS)))
-                downloaded = data.map_batches(download_batch, batch_size=DOWNLOAD_ROWS, batch_format="pyarrow",
-                                              fn_args=(options.fetch,))
-                yield name, downloaded.map_batches(actor, batch_size=options.batch_size, batch_format="pyarrow",
-                                                   fn_constructor_args=actor_args,
-                                                   compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
+            blocks = [table.slice(start, DOWNLOAD_ROWS) for table in inputs
+                      for start in range(0, table.num_rows, DOWNLOAD_ROWS)]
+            downloaded = ray.data.from_arrow(blocks).map_batches(
+                download_batch, batch_size=DOWNLOAD_ROWS, batch_format="pyarrow", fn_args=(options.fetch,))
+            mapped = downloaded.map_batches(actor, batch_size=options.batch_size, batch_format="pyarrow",
+                                            fn_constructor_args=actor_args,
+                                            compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
+            for part in mapped.iter_batches(batch_format="pyarrow", batch_size=None):
+                errors = [e for e in part.column("run_error").to_pylist() if e]
+                if errors:
+                    raise LaionetError(errors[0])
+                for index, piece in chunk_of.split(part):
+                    collected[index].append(piece)
+                    uids = len(set(piece.column("uid").to_pylist()))  # predict: one row per model and uid
+                    waiting[index] -= uids
+                    if bar is not None:
+                        bar.update(uids)
+                    if waiting[index] == 0:
+                        yield chunks[index][0], collected[index]
+                        collected[index] = []
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _collect(predicted, bar) -> tuple[pa.Table, dict, str | None]:
+class _ChunkOfUid:
+    """Which chunk a uid is in (uids are unique across the chunks)."""
+
+    def __init__(self, uids_per_chunk: list[np.ndarray]):
+        uids = np.concatenate(uids_per_chunk).astype(np.int64)
+        chunk = np.repeat(np.arange(len(uids_per_chunk)), [len(u) for u in uids_per_chunk])
+        order = np.argsort(uids, kind="stable")
+        self.uids, self.chunk = uids[order], chunk[order]
+
+    def split(self, part: pa.Table) -> list[tuple[int, pa.Table]]:
+        """`part`'s rows grouped by chunk, in chunk order."""
+        if part.num_rows == 0:
+            return []
+        chunk = self.chunk[np.searchsorted(self.uids, part.column("uid").to_numpy().astype(np.int64))]
+        return [(int(index), part.filter(pa.array(chunk == index))) for index in np.unique(chunk)]
+
+
+def _collect(parts: list[pa.Table]) -> tuple[pa.Table, dict, str | None]:
     """The chunk in the local runner's order (models in the given order, then uid), its stats, the device."""
-    parts, device = [], None
-    for part in predicted.iter_batches(batch_format="pyarrow", batch_size=None):
-        errors = [e for e in part.column("run_error").to_pylist() if e]
-        if errors:
-            raise LaionetError(errors[0])
-        if part.num_rows:
-            parts.append(part)
-            device = device or part.column("device")[0].as_py()
-            if bar is not None:
-                bar.update(len(set(part.column("uid").to_pylist())))
     table = pa.concat_tables(parts) if parts else PREDICTED.empty_table()
+    device = table.column("device")[0].as_py() if table.num_rows else None
     models = list(dict.fromkeys(table.column("model").to_pylist()))  # each batch lists them in the given order
     order = pa.array([models.index(m) for m in table.column("model").to_pylist()], pa.int32())
     table = table.append_column("_model", order).sort_by([("_model", "ascending"), ("uid", "ascending")])
