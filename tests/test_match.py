@@ -26,7 +26,7 @@ def fast_matches(matcher, texts):
 
 def oracle_matches(lemmas, preset, texts):
     oracle = OracleMatcher(lemmas, preset)
-    return sorted((i, w, l) for i, t in enumerate(texts) for w, l in oracle.match(t))
+    return sorted((i, w, lemma) for i, t in enumerate(texts) for w, lemma in oracle.match(t))
 
 
 def spec_rule(text, lemmas):
@@ -141,3 +141,109 @@ def test_reachable_classes_on_the_sample(paper_lemmas, clean_lemmas, sample_text
     paper = single_label_classes(paper_lemmas, PAPER)
     clean = single_label_classes(clean_lemmas, CLEAN)
     assert len(clean) > len(paper) > 100
+
+
+def edge_captions(lemmas):
+    """Row edges and bytes the haystack must get exactly right."""
+    lemma = next(lemma for lemma in lemmas if " " not in lemma and lemma.isalpha())
+    two_words = next(lemma for lemma in lemmas if lemma.count(" ") == 1 and lemma.replace(" ", "").isalpha())
+    first, second = two_words.split(" ")
+    return [
+        lemma, f"{lemma}!", f"!{lemma}", f"({lemma})", f"{lemma}\t", f"\t{lemma}", f"{lemma}\n", f"é{lemma}",
+        f"{lemma}é", f"{lemma}日本", f"日本 {lemma}", f" {lemma} ", f"{lemma}{lemma}", f"{lemma} {lemma}",
+        "", "!", " ", "\t", "日本",
+        # a two-word lemma split over two rows, in both orders and with punctuation at the cut
+        f"x {first}", f"{second} x", f"{first}", f"{second}", f"x {first}-", f"-{second}",
+        f"{first}-{second}", f"{first}\t{second}", f"{first}  {second}", f"{first}:{second}.",
+        f"{lemma} " * 5000 + "x", "é" * 10_000 + f" {lemma}",
+    ]
+
+
+def slice_texts(texts, sizes):
+    """`texts` as a ChunkedArray of large_string chunks of the given sizes, each a slice (non-zero offset)."""
+    whole = pa.array(["pad"] * 3 + texts, pa.large_string()).slice(3)
+    chunks, start = [], 0
+    for size in sizes:
+        chunks.append(whole.slice(start, size))
+        start += size
+    return pa.chunked_array(chunks + [whole.slice(start)], pa.large_string())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_paper_on_row_edges(paper_lemmas, engine):
+    texts = edge_captions(paper_lemmas)
+    assert fast_matches(Matcher(paper_lemmas, PAPER, engine), texts) == oracle_matches(paper_lemmas, PAPER, texts)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_small_slices_and_chunks_give_the_same_matches(paper_lemmas, sample_texts, engine, monkeypatch):
+    """The matcher scans in slices of SCAN_ROWS rows, chunk by chunk: row numbers must carry across."""
+    import laionet.match.matcher as matcher_module
+
+    monkeypatch.setattr(matcher_module, "SCAN_ROWS", 7)
+    texts = edge_captions(paper_lemmas) + sample_texts[:1000] + random_captions(paper_lemmas, 300, seed=3)
+    chunked = slice_texts(texts, [0, 5, 13, 0, 400])
+    out = Matcher(paper_lemmas, PAPER, engine).match(pa.array(np.arange(len(texts)) + 100, pa.int64()), chunked)
+    got = sorted(zip([u - 100 for u in out["uid"].to_pylist()], out["wnid"].to_pylist(), out["lemma"].to_pylist()))
+    assert got == oracle_matches(paper_lemmas, PAPER, texts)
+    assert out["uid"].to_pylist() == sorted(out["uid"].to_pylist())
+
+
+def test_clean_in_small_slices(clean_lemmas, sample_texts, monkeypatch):
+    import laionet.match.matcher as matcher_module
+
+    monkeypatch.setattr(matcher_module, "SCAN_ROWS", 11)
+    texts = sample_texts[:500] + random_captions(clean_lemmas, 200, seed=4)
+    assert fast_matches(Matcher(clean_lemmas, CLEAN), texts) == oracle_matches(clean_lemmas, CLEAN, texts)
+
+
+@pytest.mark.parametrize("type_", [pa.string(), pa.large_string()])
+def test_haystack_is_the_padded_translated_captions(paper_lemmas, type_):
+    from laionet.match.haystack import build_haystack
+    from laionet.match.oracle import paper_caption
+
+    texts = edge_captions(paper_lemmas) + [None]
+    array = pa.array(["pad"] + texts, type_).slice(1)  # a non-zero offset
+    haystack = build_haystack(array, pad=" ", strip_punctuation=True)
+    padded = [paper_caption(text or "").encode() for text in texts]
+    assert bytes(haystack.data) == b"".join(padded)
+    assert haystack.offsets.tolist() == np.cumsum([0] + [len(p) for p in padded]).tolist()
+
+
+def test_forked_worker_setup_keeps_pandas_out():
+    """pyarrow would import pandas (0.3 s) in every forked worker; the worker's setup stops that."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, pyarrow as pa\n"
+            "from laionet.runners.local import _forked_init\n"
+            "_forked_init()\n"
+            "pa.array(np.arange(3)); pa.scalar(1); pa.chunked_array([[1]]).to_numpy()\n"
+            "assert 'pandas' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_class_counts_count_distinct_captions_per_class():
+    import polars as pl
+
+    from laionet.match.stage import class_counts
+
+    rng = np.random.default_rng(0)
+    uids = rng.integers(0, 50, 2000) * 10**12  # big uids, as an id column may give
+    wnids = [f"n{k:08d}" for k in rng.integers(0, 40, 2000)]
+    table = pa.table({"uid": pa.array(uids, pa.int64()), "wnid": pa.array(wnids, pa.string())})
+    table = pa.concat_tables([table.slice(0, 700), table.slice(700)])  # several chunks, with offsets
+    expected = pl.from_arrow(table).unique().group_by("wnid").len().sort("wnid")
+    got = class_counts(table)
+    assert list(got.items()) == list(expected.iter_rows())
+    assert class_counts(table.slice(0, 0)) == {}
+
+
+def test_match_process_starts_without_polars_or_pandas():
+    """Start-up time is a good part of a whole `laionet match` run: Polars and pandas stay out of it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, laionet.cli, laionet.pipeline, laionet.runners.local, laionet.match.stage\n"
+            "assert 'polars' not in sys.modules and 'pandas' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,10 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from laionet.errors import LaionetError
-from laionet.filter import filter_scored
 from laionet.io.inputs import Columns, InputPlan, plan_inputs
 from laionet.io.manifest import new_manifest, read_manifest, write_manifest
-from laionet.match.stage import MatchStage, input_column_name
+from laionet.match.stage import MatchStage, class_counts, input_column_name
 from laionet.presets import Preset, get_preset
 from laionet.progress import echo
 from laionet.runners import check_runner, run_stage
@@ -90,10 +89,7 @@ def _plan_fingerprint(plan: InputPlan) -> dict:
 
 
 def _class_counts(matches_path: Path) -> dict[str, int]:
-    import polars as pl
-
-    frame = pl.scan_parquet(matches_path).select("uid", "wnid").unique().group_by("wnid").len()
-    return dict(frame.sort("wnid").collect().iter_rows())
+    return class_counts(pq.ParquetFile(matches_path).read(columns=["uid", "wnid"]))
 
 
 # ---- vocab -----------------------------------------------------------------------------------------
@@ -224,6 +220,8 @@ def run_build(inputs: list[str], out_dir: Path, source: str, preset: str, column
 
     dataset = out_dir / "laionet.parquet"
     if not done("filter", dataset):
+        from laionet.filter import filter_scored  # imports Polars: not at start-up, where `match` pays for it
+
         nsfw_col = stages["match"].get("nsfw_col")
         result = filter_scored(scored, dataset, threshold, nsfw_col, preset_obj.nsfw_keep, filt.top_k)
         record("filter", {"threshold": threshold, "top_k": filt.top_k, "nsfw_col": nsfw_col,

@@ -22,7 +22,7 @@ PUNCTUATION_TO_SPACE = bytes.maketrans(string.punctuation.encode(), b" " * len(s
 
 @dataclass
 class Haystack:
-    data: bytes  # all padded captions, end to end
+    data: memoryview  # all padded captions, end to end (a view of an Arrow buffer: no copy)
     offsets: np.ndarray  # int64, len(rows) + 1: row i is data[offsets[i]:offsets[i + 1]]
 
     def rows_of(self, starts: np.ndarray) -> np.ndarray:
@@ -33,13 +33,28 @@ def build_haystack(texts: pa.Array | pa.ChunkedArray, pad: str, strip_punctuatio
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
     texts = texts.cast(pa.large_string())  # int64 offsets: a batch may hold more than 2 GiB of text
-    texts = pc.fill_null(texts, "")  # a null caption matches nothing (callers count or reject them)
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")  # a null caption matches nothing (callers count or reject them)
+    if strip_punctuation:  # before padding, so that the padded Arrow buffer is scanned in place
+        texts = _translated(texts, PUNCTUATION_TO_SPACE)
     pad_scalar = pa.scalar(pad, pa.large_string())
     padded = pc.binary_join_element_wise(pad_scalar, texts, pad_scalar, pa.scalar("", pa.large_string()))
-    _, offsets_buffer, data_buffer = padded.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[padded.offset:padded.offset + len(padded) + 1]
+    offsets, data = _values(padded)
+    return Haystack(data, offsets)
+
+
+def _values(texts: pa.Array) -> tuple[np.ndarray, memoryview]:
+    """A large_string array's offsets (from 0) and its bytes, both without a copy where possible."""
+    _, offsets_buffer, data_buffer = texts.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64)[texts.offset:texts.offset + len(texts) + 1]
     start, end = int(offsets[0]), int(offsets[-1])
-    data = memoryview(data_buffer)[start:end].tobytes() if data_buffer is not None else b""
-    if strip_punctuation:
-        data = data.translate(PUNCTUATION_TO_SPACE)
-    return Haystack(data, offsets - start)
+    data = memoryview(data_buffer).cast("B")[start:end] if data_buffer is not None else memoryview(b"")
+    return (offsets - start if start else offsets), data
+
+
+def _translated(texts: pa.Array, table: bytes) -> pa.Array:
+    """`texts` with its bytes mapped through `table` (bytes.translate: one C loop, no per-row work)."""
+    offsets, data = _values(texts)
+    translated = data.tobytes().translate(table)
+    return pa.Array.from_buffers(pa.large_string(), len(texts),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(translated)])

@@ -97,6 +97,30 @@ class MatchStage:
         return MATCHES_SCHEMA if output == "matches" else _candidate_schema(input_schema)
 
 
+def class_counts(matches: pa.Table) -> dict[str, int]:
+    """wnid -> distinct captions (uids) matching it, sorted by wnid.
+
+    Numpy over the Arrow buffers rather than Polars or Arrow's group_by: a `laionet match` process loads
+    neither Polars (0.1 s) nor pandas (0.3 s, which pyarrow's conversions and group_by import)."""
+    if matches.num_rows == 0:
+        return {}
+    uids = _numbers(matches.column("uid").combine_chunks(), np.int64)
+    wnids = matches.column("wnid").combine_chunks().dictionary_encode()
+    codes = _numbers(wnids.indices, np.int32)
+    order = np.lexsort((codes, uids))
+    uids, codes = uids[order], codes[order]
+    first = np.ones(len(uids), dtype=bool)  # first row of each distinct (uid, wnid)
+    first[1:] = (uids[1:] != uids[:-1]) | (codes[1:] != codes[:-1])
+    counts = np.bincount(codes[first], minlength=len(wnids.dictionary))
+    names = wnids.dictionary.to_pylist()
+    return {names[i]: int(counts[i]) for i in sorted(range(len(names)), key=names.__getitem__) if counts[i]}
+
+
+def _numbers(array: pa.Array, dtype) -> np.ndarray:
+    """A null-free numeric Arrow array as numpy, read from its buffer (no pandas import, no copy)."""
+    return np.frombuffer(array.buffers()[1], dtype=dtype)[array.offset:array.offset + len(array)]
+
+
 def _candidate_schema(input_schema: pa.Schema) -> pa.Schema:
     fields = [f.with_name(input_column_name(f.name)) for f in input_schema]
     return pa.schema(fields + CANDIDATE_FIELDS)
