@@ -41,7 +41,7 @@ encoder_options = option_group(
                       "(a local folder works for NAME)."),
     click.option("--query", type=click.Choice(list(QUERY_TEMPLATES)), default=DEFAULT_QUERY, show_default=True,
                  help="Query template the captions are compared with."),
-    click.option("--batch-size", type=int, default=256, show_default=True),
+    click.option("--batch-size", type=int, help="Captions per model batch (default: 64 on a CPU, 256 on a GPU)."),
     click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available)."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
                  show_default=True, help="auto: mixed precision on GPU, fp32 on CPU."),

@@ -40,7 +40,7 @@ class RunOptions:
 class ScoreOptions:
     encoder: str = "hf-clip:openai/clip-vit-base-patch32"
     query: str = "name_def"
-    batch_size: int = 256
+    batch_size: int | None = None  # None: by device (score.encoders.default_batch_size)
     device: str | None = None
     checkpoint: str | None = None
     precision: str = "auto"

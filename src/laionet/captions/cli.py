@@ -55,7 +55,7 @@ def import_command(captions_json, images, out):
                    "clean: false classes only, and a null p.")
 @click.option("--text-col", default="TEXT", show_default=True)
 @click.option("--all-similarities", type=click.Path(), help="Also save the full float16 caption × class matrix (.npy).")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, help="Captions per model batch (default: 64 on a CPU, 256 on a GPU).")
 @click.option("--chunk-rows", type=int, default=10_000, show_default=True, help="Captions per resumable chunk.")
 @click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True)

@@ -24,7 +24,8 @@ from laionet.fetch.options import fetch_config, fetch_options
 @click.option("--image-col", help="image, parquet input: image column (default: URL, url, image or path).")
 @click.option("--labels", type=click.Path(), help="image: imagenet-val / imagenet-v2 ground truth, as for predict.")
 @click.option("--checkpoint", type=click.Path(), help="Local weights (a state dict) for the encoder.")
-@click.option("--batch-size", type=int, help="Rows per model batch (default: 256 text, 64 image).")
+@click.option("--batch-size", type=int,
+              help="Rows per model batch (default: images 64; text 64 on a CPU, 256 on a GPU).")
 @click.option("--device", help="cpu, cuda, cuda:1, mps (default: the best available).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
               show_default=True, help="auto: fp16 autocast on GPU, fp32 on CPU.")
@@ -114,7 +115,7 @@ def _embed_text(inputs, encoder, text_col, id_col, null_text, checkpoint, batch_
     from laionet.embed.text import TEXT_SHARD_ROWS, TextEmbedOptions, embed_texts
     from laionet.io.inputs import Columns
 
-    options = TextEmbedOptions(encoder=encoder, batch_size=batch_size or 256, device=device, checkpoint=checkpoint,
+    options = TextEmbedOptions(encoder=encoder, batch_size=batch_size, device=device, checkpoint=checkpoint,
                                precision=precision, dtype=dtype, null_text=null_text,
                                shard_rows=part_rows or TEXT_SHARD_ROWS)
     return embed_texts(list(inputs), out, options, Columns(text=text_col, id=id_col), runner=runner,

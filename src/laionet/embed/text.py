@@ -25,7 +25,7 @@ TEXT_SHARD_ROWS = 65_536  # rows per shard, i.e. per part: 128 MiB of float32 at
 @dataclass(frozen=True)
 class TextEmbedOptions:
     encoder: str
-    batch_size: int = 256
+    batch_size: int | None = None  # None: by device (score.encoders.default_batch_size)
     device: str | None = None
     checkpoint: str | None = None
     precision: str = "auto"

@@ -46,7 +46,7 @@ class SearchOptions:
     text_col: str = "TEXT"
     encoder: str | None = None
     device: str | None = None
-    encode_batch_size: int = 256
+    encode_batch_size: int | None = None  # None: by device (score.encoders.default_batch_size)
     chunk_rows: int = 10_000  # caption queries per resumable chunk (a query folder resumes part by part)
     overwrite: bool = False  # discard the partial results of an interrupted search
     progress: bool = True

@@ -68,12 +68,18 @@ class TextEncoder(Protocol):
     device: str
     dim: int
 
-    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Embed texts in the given order: float32, shape (len(texts), dim), unit-norm rows."""
         ...
 
 
-def encode_unique(encoder: TextEncoder, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
+def default_batch_size(device: str) -> int:
+    """Texts per model batch when none is given. On a CPU big batches are slower, not faster (MiniLM on
+    2 cores: 254 captions/s in batches of 64, 146/s in batches of 256); a GPU wants them big."""
+    return 64 if str(device).startswith("cpu") else 256
+
+
+def encode_unique(encoder: TextEncoder, texts: list[str], batch_size: int | None = None) -> tuple[np.ndarray, int]:
     """Unit rows for `texts` in order, each distinct text encoded once, in batches of similar length
     (longest first, so a batch pads little and an out-of-memory shows on the first one); also returns
     the number of distinct texts. Used by score, embed and captions."""
@@ -178,11 +184,12 @@ class _TorchEncoder:
         """Embeddings of one batch, as a tensor or an array, not yet normalised."""
         raise NotImplementedError
 
-    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         import torch
 
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise LaionetError(f"batch size must be at least 1, got {batch_size}")
+        batch_size = batch_size or default_batch_size(self.device)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode(), self._autocast():

@@ -26,7 +26,7 @@ class ScoreStage:
     max_workers = 1  # one model; Torch already uses every core (or the GPU) inside a batch
 
     def __init__(self, vocab: pa.Table, encoder: str, text_col: str, query: str = "name_def",
-                 batch_size: int = 256, device: str | None = None, checkpoint: str | None = None,
+                 batch_size: int | None = None, device: str | None = None, checkpoint: str | None = None,
                  precision: str = "auto", encoder_factory=load_text_encoder):
         if query not in QUERY_TEMPLATES:
             raise LaionetError(f"unknown query template {query!r}; choose one of: {', '.join(QUERY_TEMPLATES)}")
