@@ -18,9 +18,9 @@ from laionet.cli import main  # noqa: E402
 from laionet.embed.store import write_part  # noqa: E402
 from laionet.errors import LaionetError  # noqa: E402
 from laionet.index import build as build_module  # noqa: E402
+from laionet.index import search as search_module  # noqa: E402
 from laionet.index.build import IndexOptions, build_index  # noqa: E402
 from laionet.index.choose import choose_index, flat_bytes, ivf_pq_bytes, parse_memory, pq_sizes  # noqa: E402
-from laionet.index import search as search_module  # noqa: E402
 from laionet.index.dataset import search_dataset  # noqa: E402
 from laionet.index.search import SearchOptions, open_index, search_index  # noqa: E402
 from laionet.io.shards import ShardStore  # noqa: E402

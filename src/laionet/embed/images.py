@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from laionet.embed.store import embedding_table
 from laionet.errors import LaionetError
@@ -27,7 +26,6 @@ from laionet.errors import LaionetError
 OUTPUT = "embeddings"
 FAILED = "failures"
 FAILURE_SCHEMA = pa.schema([("uid", pa.int64()), ("status", pa.string()), ("error", pa.string())])
-_RESULT_FETCH_SETTINGS = ("convert_non_rgb", "min_size", "max_pixels", "max_bytes", "respect_noai")
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,7 @@ def embed_images(dataset: str, out: Path, options: ImageEmbedOptions) -> dict:
     from laionet.embed.folder import FAILURES, prepare_output, workdir_of
     from laionet.embed.image_encoders import check_image_embedder, load_image_embedder
     from laionet.io.shards import ShardStore, open_chunked_run
-    from laionet.predict.run import read_items
+    from laionet.predict.run import read_unique_items
     from laionet.progress import Progress
 
     started = time.perf_counter()
@@ -109,9 +107,7 @@ def embed_images(dataset: str, out: Path, options: ImageEmbedOptions) -> dict:
     if options.batch_size < 1 or options.chunk_rows < 1:
         raise LaionetError("--batch-size and --chunk-rows must be at least 1")
     check_image_embedder(options.encoder, options.checkpoint, options.precision)
-    items = read_items(dataset, options.labels, options.image_col).sort_by("uid")
-    if pc.count_distinct(items.column("uid")).as_py() != items.num_rows:
-        raise LaionetError(f"{dataset}: uids are not unique")
+    items = read_unique_items(dataset, options.labels, options.image_col)
     workdir = workdir_of(out)
     if options.overwrite:
         ShardStore(workdir, [], {}).reset()
@@ -156,7 +152,7 @@ def embed_images(dataset: str, out: Path, options: ImageEmbedOptions) -> dict:
 
 def _fingerprint(dataset: str, items: pa.Table, options: ImageEmbedOptions) -> dict:
     """What the chunks depend on: a rerun with anything else is refused rather than mixed in."""
-    from laionet.predict.run import _column_bytes, _file_id
+    from laionet.predict.run import _column_bytes, _file_id, fetch_fingerprint
 
     digest = hashlib.sha256()
     for column in ("uid", "image"):
@@ -164,4 +160,4 @@ def _fingerprint(dataset: str, items: pa.Table, options: ImageEmbedOptions) -> d
     return {"stage": "embed-image", "dataset": dataset, "rows": items.num_rows, "items": digest.hexdigest(),
             "encoder": options.encoder, "checkpoint": _file_id(options.checkpoint), "precision": options.precision,
             "dtype": options.dtype, "chunk_rows": options.chunk_rows,
-            "fetch": {name: getattr(options.fetch, name, None) for name in _RESULT_FETCH_SETTINGS}}
+            "fetch": fetch_fingerprint(options.fetch)}

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from laionet.errors import LaionetError
 from laionet.ocr.match import name_in_text
-from laionet.predict.run import _column_bytes, _iter_images, _one_line, read_items
+from laionet.predict.run import _column_bytes, _iter_images, _one_line, fetch_fingerprint, read_items, read_unique_items
 
 NO_TEXT = "NO TEXT"
 RECOGNITION_ERROR = "RECOGNITION ERROR"
@@ -35,7 +35,6 @@ FLAG_COL = "wnid_is_in_recognized_text"
 SCHEMA = pa.schema([("uid", pa.int64()), (TEXT_COL, pa.string()), (FLAG_COL, pa.bool_()),
                     ("status", pa.string()), ("error", pa.string())])
 OUTPUT = "ocr"
-_RESULT_FETCH_SETTINGS = ("convert_non_rgb", "min_size", "max_pixels", "max_bytes", "respect_noai")
 
 
 @dataclass(frozen=True)
@@ -97,11 +96,9 @@ def ocr_dataset(dataset: str, vocab: str | Path, out: str | Path, options: OcrOp
     if options.chunk_rows < 1:
         raise LaionetError("--chunk-rows must be at least 1")
     names = read_names(vocab)
-    items = read_items(dataset, options.labels, options.image_col).sort_by("uid")
+    items = read_unique_items(dataset, options.labels, options.image_col)
     if "wnid" not in items.column_names:
         raise LaionetError(f"{dataset}: no wnid column; the OCR flag compares each image's text with its class name")
-    if pc.count_distinct(items.column("uid")).as_py() != items.num_rows:
-        raise LaionetError(f"{dataset}: uids are not unique")
 
     engine_label = getattr(options.reader, "name", None) or f"{options.engine}:{'+'.join(options.languages)}"
     fingerprint = _fingerprint(dataset, items, names, engine_label, options)
@@ -209,4 +206,4 @@ def _fingerprint(dataset: str, items: pa.Table, names: dict[str, str], engine: s
     vocab = hashlib.sha256("\n".join(f"{w}\t{n}" for w, n in sorted(names.items())).encode()).hexdigest()
     return {"dataset": dataset, "rows": items.num_rows, "items": digest.hexdigest(), "names": vocab,
             "engine": engine, "model_dir": options.model_dir, "chunk_rows": options.chunk_rows,
-            "fetch": {name: getattr(options.fetch, name, None) for name in _RESULT_FETCH_SETTINGS}}
+            "fetch": fetch_fingerprint(options.fetch)}

@@ -32,7 +32,13 @@ SCHEMA = pa.schema([("uid", pa.int64()), ("model", pa.string()), ("top5", pa.lis
                     ("status", pa.string()), ("error", pa.string())])
 IMAGE_CANDIDATES = ("URL", "url", "image", "path")
 OUTPUT = "predictions"
+# the fetch settings that change what a run returns (not only how fast): part of every image run's fingerprint
 _RESULT_FETCH_SETTINGS = ("convert_non_rgb", "min_size", "max_pixels", "max_bytes", "respect_noai")
+
+
+def fetch_fingerprint(fetch) -> dict:
+    """The settings of a FetchConfig (None: the defaults' names with None) that change what is returned."""
+    return {name: getattr(fetch, name, None) for name in _RESULT_FETCH_SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,14 @@ class PredictOptions:
     overwrite: bool = False
     runner: str = "local"  # or "ray": downloads as Ray tasks, models in a Ray actor pool (predict/ray_run.py)
     ray_address: str | None = None
+
+
+def read_unique_items(dataset: str, labels: str | None, image_col: str | None) -> pa.Table:
+    """`read_items`, sorted by uid, refusing a dataset whose uids repeat (one output row per image)."""
+    items = read_items(dataset, labels, image_col).sort_by("uid")
+    if pc.count_distinct(items.column("uid")).as_py() != items.num_rows:
+        raise LaionetError(f"{dataset}: uids are not unique")
+    return items
 
 
 def read_items(dataset: str, labels: str | None = None, image_col: str | None = None) -> pa.Table:
@@ -123,9 +137,7 @@ def predict_dataset(dataset: str, out: str | Path, options: PredictOptions,
     out = Path(out)
     check_models(options)
     restrict = restriction(options.restrict_to)
-    items = read_items(dataset, options.labels, options.image_col).sort_by("uid")
-    if pc.count_distinct(items.column("uid")).as_py() != items.num_rows:
-        raise LaionetError(f"{dataset}: uids are not unique")
+    items = read_unique_items(dataset, options.labels, options.image_col)
     if save_dataset:
         with atomic_path(save_dataset) as tmp:
             pq.write_table(items, tmp)
@@ -307,7 +319,7 @@ def _fingerprint(dataset: str, items: pa.Table, options: PredictOptions) -> dict
     return {"dataset": dataset, "rows": items.num_rows, "items": digest.hexdigest(), "models": models,
             "precision": options.precision, "restrict_to": options.restrict_to, "chunk_rows": options.chunk_rows,
             # only the fetch settings that change which images pass, not how fast they come
-            "fetch": {name: getattr(options.fetch, name, None) for name in _RESULT_FETCH_SETTINGS}}
+            "fetch": fetch_fingerprint(options.fetch)}
 
 
 def _column_bytes(items: pa.Table, column: str) -> bytes:

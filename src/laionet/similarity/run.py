@@ -277,7 +277,7 @@ def _embeddings_encoder(path: str | None) -> str | None:
 
 def _fingerprint(dataset: str, items: pa.Table, options: SimilarityOptions) -> dict:
     """What the finished shards depend on: a rerun with anything else is refused rather than mixed in."""
-    from laionet.predict.run import _RESULT_FETCH_SETTINGS, _file_id
+    from laionet.predict.run import _file_id, fetch_fingerprint
 
     digest = hashlib.sha256()
     for column in ("uid", "image", "label"):
@@ -289,7 +289,7 @@ def _fingerprint(dataset: str, items: pa.Table, options: SimilarityOptions) -> d
     return {"dataset": dataset, "rows": items.num_rows, "items": digest.hexdigest(), "encoder": options.encoder,
             "checkpoint": _file_id(options.checkpoint), "embeddings": embeddings, "per_class": options.per_class,
             "seed": options.seed, "precision": options.precision, "classes_per_shard": options.classes_per_shard,
-            "fetch": {name: getattr(options.fetch, name, None) for name in _RESULT_FETCH_SETTINGS}}
+            "fetch": fetch_fingerprint(options.fetch)}
 
 
 def embed_class(label: str, items: list[tuple[int, str]], encoder, options: SimilarityOptions, status: Counter,

@@ -36,13 +36,13 @@ from laionet.predict.run import (
     _file_id,
     _iter_images,
     _summary,
-    read_items,
+    fetch_fingerprint,
+    read_unique_items,
 )
 
 DEFAULT_ENCODER = "hf-clip:openai/clip-vit-base-patch32"
 SIMILARITY_COL = "image_to_query_similarity"
 OUTPUT = "predictions"
-_RESULT_FETCH_SETTINGS = ("convert_non_rgb", "min_size", "max_pixels", "max_bytes", "respect_noai")
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,7 @@ def zeroshot_dataset(dataset: str, vocab: str | Path, out: str | Path, options: 
         raise LaionetError("--batch-size and --chunk-rows must be at least 1")
     spec = check_image_encoder(options.encoder, options.checkpoint, options.precision)
     wnids, texts = read_queries(vocab, options.query)
-    items = read_items(dataset, options.labels, options.image_col).sort_by("uid")
-    if pc.count_distinct(items.column("uid")).as_py() != items.num_rows:
-        raise LaionetError(f"{dataset}: uids are not unique")
+    items = read_unique_items(dataset, options.labels, options.image_col)
     if options.similarity_col and "wnid" not in items.column_names:
         raise LaionetError(f"{dataset}: --similarity-col needs each row's class, and the dataset has no wnid column")
     if save_dataset:
@@ -217,4 +215,4 @@ def _fingerprint(dataset: str, items: pa.Table, wnids: list[str], texts: list[st
     return {"dataset": dataset, "rows": items.num_rows, "items": digest.hexdigest(), "queries": queries,
             "encoder": options.encoder, "checkpoint": _file_id(options.checkpoint), "precision": options.precision,
             "similarity_col": options.similarity_col, "chunk_rows": options.chunk_rows,
-            "fetch": {name: getattr(options.fetch, name, None) for name in _RESULT_FETCH_SETTINGS}}
+            "fetch": fetch_fingerprint(options.fetch)}
