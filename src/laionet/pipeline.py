@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from laionet.errors import LaionetError
 from laionet.io.inputs import Columns, InputPlan, plan_inputs
 from laionet.io.manifest import new_manifest, read_manifest, write_manifest
+from laionet.io.shards import workdir_beside
 from laionet.match.stage import MatchStage, class_counts, input_column_name
 from laionet.presets import Preset, get_preset
 from laionet.progress import echo
@@ -71,10 +72,6 @@ def resolve_threshold(threshold: float | None, encoder: str) -> float:
     return value
 
 
-def _workdir(path: Path) -> Path:
-    return path.with_name(f".{path.name}.work")
-
-
 def _check_preset(vocab: pa.Table, preset: Preset | None, vocab_path) -> Preset:
     built_with = vocab_info(vocab).get("preset", "paper")
     if preset is not None and preset.name != built_with:
@@ -119,8 +116,8 @@ def run_match(inputs: list[str], vocab_path: Path, out: Path, columns: Columns, 
     if run.overwrite:
         from laionet.io.shards import ShardStore
 
-        ShardStore(_workdir(out), [], {}).reset()
-    result = run_stage(stage, plan, outputs, _workdir(out), fingerprint, run.runner, run.workers,
+        ShardStore(workdir_beside(out), [], {}).reset()
+    result = run_stage(stage, plan, outputs, workdir_beside(out), fingerprint, run.runner, run.workers,
                        run.ray_address, run.progress)
     class_counts = _class_counts(out)
     return {
@@ -153,8 +150,8 @@ def run_score(candidates: list[str], vocab_path: Path, out: Path, options: Score
     if run.overwrite:
         from laionet.io.shards import ShardStore
 
-        ShardStore(_workdir(out), [], {}).reset()
-    result = run_stage(stage, plan, {"scored": out}, _workdir(out), fingerprint, run.runner, run.workers,
+        ShardStore(workdir_beside(out), [], {}).reset()
+    result = run_stage(stage, plan, {"scored": out}, workdir_beside(out), fingerprint, run.runner, run.workers,
                        run.ray_address, run.progress)
     return {"encoder": stage.spec.kind + ":" + stage.spec.name, "query": options.query,
             "device": getattr(stage.encoder, "device", None), "rows_in": plan.rows, "counts": result.counts,

@@ -11,11 +11,6 @@ FAILURES = "failures.parquet"
 MANIFEST = "manifest.json"
 
 
-def workdir_of(out: Path) -> Path:
-    """Beside the output (same filesystem), so finished shards are renamed into it, not copied."""
-    return out.with_name(f".{out.name}.work")
-
-
 def prepare_output(out: Path, workdir: Path, overwrite: bool) -> None:
     """Refuse to mix a new run into a finished one; with `overwrite`, clear what an earlier run left.
     An existing work folder means an interrupted run: it resumes, parts already published included."""

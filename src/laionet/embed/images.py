@@ -96,9 +96,9 @@ def embed_chunk(chunk: pa.Table, embedder, options: ImageEmbedOptions, bar=None)
 
 def embed_images(dataset: str, out: Path, options: ImageEmbedOptions) -> dict:
     """Embed every image of `dataset` into the folder `out`; returns the summary for the manifest."""
-    from laionet.embed.folder import FAILURES, prepare_output, workdir_of
+    from laionet.embed.folder import FAILURES, prepare_output
     from laionet.embed.image_encoders import check_image_embedder, load_image_embedder
-    from laionet.io.shards import ShardStore, open_chunked_run
+    from laionet.io.shards import ShardStore, open_chunked_run, workdir_beside
     from laionet.predict.run import read_unique_items
     from laionet.progress import Progress
 
@@ -108,7 +108,7 @@ def embed_images(dataset: str, out: Path, options: ImageEmbedOptions) -> dict:
         raise LaionetError("--batch-size and --chunk-rows must be at least 1")
     check_image_embedder(options.encoder, options.checkpoint, options.precision)
     items = read_unique_items(dataset, options.labels, options.image_col)
-    workdir = workdir_of(out)
+    workdir = workdir_beside(out)
     if options.overwrite:
         ShardStore(workdir, [], {}).reset()
     prepare_output(out, workdir, options.overwrite)

@@ -83,15 +83,15 @@ def embed_texts(inputs: list[str], out: Path, options: TextEmbedOptions, columns
                 runner: str = "local", ray_address: str | None = None, workers: int | None = None,
                 progress: bool = True, overwrite: bool = False, encoder_factory=load_text_encoder) -> dict:
     """Embed the captions of `inputs` into the folder `out`; returns the summary for the manifest."""
-    from laionet.embed.folder import prepare_output, workdir_of
-    from laionet.io.shards import ShardStore
+    from laionet.embed.folder import prepare_output
+    from laionet.io.shards import ShardStore, workdir_beside
     from laionet.runners.base import PartsFolder, run_stage
 
     # nulls are the stage's business (dropped and counted, or replaced), not a reason to refuse the input
     columns = Columns(text=columns.text, url=columns.url, id=columns.id, nsfw=columns.nsfw, skip_null_text=True)
     plan = plan_inputs(inputs, columns, shard_rows=options.shard_rows)
     stage = TextEmbedStage(plan.text_col, options, encoder_factory)
-    workdir = workdir_of(out)
+    workdir = workdir_beside(out)
     if overwrite:
         ShardStore(workdir, [], {}).reset()
     prepare_output(out, workdir, overwrite)

@@ -29,7 +29,7 @@ from laionet.embed.store import EMBEDDING, EmbeddingSet, open_embeddings
 from laionet.errors import LaionetError
 from laionet.index.build import INDEX_FILE, MANIFEST, UIDS_FILE, faiss_module, read_npy, unit_rows
 from laionet.io.inputs import DEFAULT_SHARD_ROWS
-from laionet.io.shards import ShardStore
+from laionet.io.shards import open_store_beside
 
 HNSW_EF_SEARCH = 128
 OUTPUT = "results"  # the work folder's one output
@@ -191,7 +191,8 @@ def search_index(index_dir: str | Path, queries: str, out: str | Path, options: 
         searcher = ExactScan(loaded, options.k)
 
     out = Path(out)
-    store = open_store(out, _fingerprint(loaded, query_set, options, nprobe, k_factor), options.overwrite)
+    store = open_store_beside(out, [OUTPUT], _fingerprint(loaded, query_set, options, nprobe, k_factor),
+                              options.overwrite)
     names = query_set.chunk_names
     todo = [i for i, name in enumerate(names) if not store.is_done(name)]
     searched = sum(query_set.chunk_rows[i] for i in todo)
@@ -220,15 +221,6 @@ def check_options(options: SearchOptions) -> None:
         raise LaionetError("--batch-size and --chunk-rows must be at least 1")
     if options.nprobe is not None and options.nprobe < 1:
         raise LaionetError("--nprobe must be at least 1")
-
-
-def open_store(out: Path, fingerprint: dict, overwrite: bool) -> ShardStore:
-    """The work folder beside `out` (same filesystem, as `laionet embed`'s), emptied first with `overwrite`."""
-    store = ShardStore(out.with_name(f".{out.name}.work"), [OUTPUT], fingerprint)
-    if overwrite:
-        store.reset()
-    store.open()
-    return store
 
 
 def _fingerprint(loaded: LoadedIndex, query_set: Queries, options: SearchOptions, nprobe, k_factor) -> dict:

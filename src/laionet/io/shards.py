@@ -111,13 +111,25 @@ class ChunkedRun:
         return [name for name, _ in self.chunks]
 
 
-def open_chunked_run(out: Path, outputs: list[str], fingerprint: dict, rows: int, chunk_rows: int,
-                     overwrite: bool) -> ChunkedRun:
-    """The work folder beside `out`, and which of its chunks of `chunk_rows` rows are still to do."""
-    store = ShardStore(out.with_name(f".{out.name}.work"), outputs, fingerprint)
+def workdir_beside(out: Path) -> Path:
+    """A command's work folder: `.NAME.work` beside its output, on the same filesystem, so finished files
+    are renamed into place rather than copied."""
+    return out.with_name(f".{out.name}.work")
+
+
+def open_store_beside(out: Path, outputs: list[str], fingerprint: dict, overwrite: bool) -> ShardStore:
+    """The opened work folder of `out`, emptied first with `overwrite` (else an interrupted run resumes)."""
+    store = ShardStore(workdir_beside(out), outputs, fingerprint)
     if overwrite:
         store.reset()
     store.open()
+    return store
+
+
+def open_chunked_run(out: Path, outputs: list[str], fingerprint: dict, rows: int, chunk_rows: int,
+                     overwrite: bool) -> ChunkedRun:
+    """The work folder beside `out`, and which of its chunks of `chunk_rows` rows are still to do."""
+    store = open_store_beside(out, outputs, fingerprint, overwrite)
     chunks = [(f"chunk-{i // chunk_rows:06d}", i) for i in range(0, rows, chunk_rows)]
     todo = [(name, start) for name, start in chunks if not store.is_done(name)]
     done_rows = rows - sum(min(chunk_rows, rows - start) for _, start in todo)

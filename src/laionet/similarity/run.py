@@ -142,7 +142,7 @@ def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions
     OUT (`laionet.io.shards.ShardStore`) when complete: a rerun after an interruption skips the finished
     groups, and the outputs are assembled, in class order, when all are done.
     """
-    from laionet.io.shards import ShardStore
+    from laionet.io.shards import open_store_beside
     from laionet.progress import Progress
 
     started = time.perf_counter()
@@ -168,10 +168,7 @@ def similarity_dataset(dataset: str, out: str | Path, options: SimilarityOptions
     shards = {f"classes-{k // options.classes_per_shard:06d}": labels[k:k + options.classes_per_shard]
               for k in range(0, len(labels), options.classes_per_shard)}
 
-    store = ShardStore(out.with_name(f".{out.name}.work"), [PAIRS, CLASSES], _fingerprint(dataset, items, options))
-    if options.overwrite:
-        store.reset()
-    store.open()
+    store = open_store_beside(out, [PAIRS, CLASSES], _fingerprint(dataset, items, options), options.overwrite)
     todo = [name for name in shards if not store.is_done(name)]
     done_images = total - sum(len(samples[label]) for name in todo for label in shards[name])
 
