@@ -229,10 +229,8 @@ def add_parts_local(embeddings: EmbeddingSet, trained, workdir: Path, progress: 
     last = len(embeddings.parts) - 1
     try:
         for part in range(done, len(embeddings.parts)):
-            part_uids, vectors = embeddings.read_part(part)
-            vectors, changed = unit_rows(vectors)
+            part_uids, changed = add_part(index, embeddings, part)
             normalised += changed
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
             uids.append(part_uids)
             if part == last or pace.due():
                 uids = [np.concatenate(uids)]
@@ -243,6 +241,14 @@ def add_parts_local(embeddings: EmbeddingSet, trained, workdir: Path, progress: 
         bar.close()
     all_uids = np.concatenate(uids) if uids else np.zeros(0, dtype=np.int64)
     return index, all_uids.astype(np.int64, copy=False), normalised
+
+
+def add_part(index, embeddings: EmbeddingSet, part: int) -> tuple[np.ndarray, int]:
+    """Add one part's vectors (made unit-norm) to `index`; returns its uids and how many rows were normalised."""
+    part_uids, vectors = embeddings.read_part(part)
+    vectors, changed = unit_rows(vectors)
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return part_uids, changed
 
 
 class CheckpointPace:

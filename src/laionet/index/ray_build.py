@@ -25,16 +25,14 @@ def build_sub_index(trained_bytes, embeddings_path: str, parts: list[int], workd
     import faiss
 
     from laionet.embed.store import open_embeddings
-    from laionet.index.build import unit_rows, write_faiss, write_npy
+    from laionet.index.build import add_part, write_faiss, write_npy
 
     index = faiss.deserialize_index(np.asarray(trained_bytes))
     embeddings = open_embeddings(embeddings_path)
     uids, normalised = [], 0
     for part in parts:
-        part_uids, vectors = embeddings.read_part(part)
-        vectors, changed = unit_rows(vectors)
+        part_uids, changed = add_part(index, embeddings, part)
         normalised += changed
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         uids.append(part_uids)
     folder = Path(workdir)
     write_npy(np.array([normalised], dtype=np.int64), folder / f"{name}.normalised.npy")
