@@ -54,7 +54,7 @@ def index_command(inputs, out, encoder, modality, text_col, id_col, device, max_
     done = "already built, nothing to do" if info.get("already_built") else f"{info['seconds']:.1f}s"
     echo(f"index: {info['rows']:,} vectors of dim {info['dim']}, {info['factory']} "
          f"(~{format_bytes(info['expected_bytes'])}, budget {info['max_memory_text']}), "
-         f"nprobe {info['nprobe']}, {info['normalised_rows']:,} rows normalised, {done} -> {out}")
+         f"{_nprobe(info)}{info['normalised_rows']:,} rows normalised, {done} -> {out}")
 
 
 def _embeddings_for_index(inputs, out: Path, encoder, modality, text_col, id_col, device, runner, ray_address,
@@ -118,10 +118,15 @@ def search_command(index_dir, queries, k, out, nprobe, k_factor, exact, batch_si
                             overwrite=overwrite, progress=not no_progress)
     info = search_index(index_dir, queries, out, options)
     manifest_beside(out, "search", {"index": str(index_dir), "queries": queries, "k": k}, info)
-    how = "exact scan" if exact else f"{info['factory']}, nprobe {info['nprobe']}"
+    how = "exact scan" if exact else f"{info['factory']}, {_nprobe(info)}".rstrip(", ")
     resumed = f", {info['chunks_resumed']} of {info['chunks']} chunks resumed" if info["chunks_resumed"] else ""
     echo(f"search: {info['query_rows']:,} queries, {info['hits']:,} hits (k {k}, {how}, "
          f"{info['queries_per_second'] or 0:,.0f} queries/s{resumed}) -> {out}")
+
+
+def _nprobe(info: dict) -> str:
+    """"nprobe N, " for IVF indexes; nothing for those without lists (Flat, HNSW)."""
+    return f"nprobe {info['nprobe']}, " if info.get("nprobe") else ""
 
 
 @click.command(name="search-dataset")
