@@ -118,6 +118,7 @@ def test_top_k_skim(paper_build, tmp_path):
     full = pq.read_table(paper_build / "laionet.parquet").to_pylist()
     best = {}
     for row in full:
-        if row["wnid"] not in best or (row["similarity"], -row["uid"]) > (best[row["wnid"]]["similarity"], -best[row["wnid"]]["uid"]):
+        kept = best.get(row["wnid"])
+        if kept is None or (row["similarity"], -row["uid"]) > (kept["similarity"], -kept["uid"]):
             best[row["wnid"]] = row
     assert sorted(r["uid"] for r in top) == sorted(r["uid"] for r in best.values())

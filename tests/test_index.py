@@ -333,8 +333,11 @@ def test_interrupted_search_resumes_with_the_uninterrupted_results(query_parts, 
 
     faiss_calls = []
     real_search = search_module._search_faiss
-    monkeypatch.setattr(search_module, "_search_faiss", lambda loaded, vectors, k: (faiss_calls.append(len(vectors)),
-                                                                                     real_search(loaded, vectors, k))[1])
+    def counted_search(loaded, vectors, k):
+        faiss_calls.append(len(vectors))
+        return real_search(loaded, vectors, k)
+
+    monkeypatch.setattr(search_module, "_search_faiss", counted_search)
     chunks = searched_chunks(monkeypatch)
     info = search_index(index, str(qfolder), out, options)
     assert chunks == [1, 2] and faiss_calls == [32, 32, 6, 32, 18]  # the last two parts only, in batches

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from laionet.errors import LaionetError
-from laionet.io.inputs import Columns, plan_inputs, read_shard
+from laionet.io.inputs import Columns, iter_shard, plan_inputs, read_shard
 
 PART = "part-{:05d}-5b54c5d5-bbcf-484d-a2ce-0d6f73df1a36-c000.snappy.parquet"
 
@@ -68,3 +68,19 @@ def test_shards_cover_every_row_once(tmp_path):
 def test_directories_are_refused(tmp_path):
     with pytest.raises(LaionetError, match="is a directory"):
         plan_inputs([str(tmp_path)])
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 300, 10_000])
+def test_iter_shard_gives_read_shard_in_slices(tmp_path, batch_rows):
+    """The sliced reader (match's) must give exactly the rows and uids of the whole-shard reader, for
+    shards of whole row groups and for slices of one big row group (a non-zero skip)."""
+    grouped = write(tmp_path / "x.parquet", 2_500, row_group_size=700)
+    single = write(tmp_path / "y.parquet", 1_000)
+    for path, shard_rows, columns in [(grouped, 1000, Columns()), (single, 300, Columns()),
+                                      (single, 300, Columns(id="key")), (grouped, 700, Columns(id="key"))]:
+        plan = plan_inputs([str(path)], columns, shard_rows=shard_rows)
+        for shard in plan.shards:
+            for wanted in (None, ["TEXT"]):
+                slices = list(iter_shard(shard, plan, wanted, batch_rows=batch_rows))
+                assert all(0 < t.num_rows <= batch_rows for t in slices)
+                assert pa.concat_tables(slices).equals(read_shard(shard, plan, wanted))

@@ -247,3 +247,49 @@ def test_match_process_starts_without_polars_or_pandas():
     code = ("import sys, laionet.cli, laionet.pipeline, laionet.runners.local, laionet.match.stage\n"
             "assert 'polars' not in sys.modules and 'pandas' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stage_in_slices_gives_the_whole_shard_result(tmp_path, paper_vocab_path, sample_parquet):
+    """process_batches over small slices = process over the whole shard: matches, candidates, counts."""
+    from laionet.io.inputs import Columns, iter_shard, plan_inputs, read_shard
+    from laionet.match.stage import MatchStage
+    from laionet.vocab.build import read_vocab
+
+    plan = plan_inputs([str(sample_parquet)], Columns(), shard_rows=2_000)
+    stage = MatchStage(read_vocab(paper_vocab_path), PAPER, plan, keep_candidates=True)
+    shard = plan.shards[1]
+    whole_tables, whole_counts = stage.process(read_shard(shard, plan), shard)
+    sliced_tables, sliced_counts = stage.process_batches(iter_shard(shard, plan, batch_rows=333), shard)
+    assert sliced_counts == whole_counts and whole_counts["matches"] > 50
+    for name in ("matches", "candidates"):
+        assert sliced_tables[name].equals(whole_tables[name])
+
+
+def test_a_null_caption_is_reported_at_its_row_whatever_the_slice(tmp_path, paper_vocab_path):
+    from laionet.errors import LaionetError
+    from laionet.io.inputs import Columns, iter_shard, plan_inputs
+    from laionet.match.stage import MatchStage
+    from laionet.vocab.build import read_vocab
+
+    texts = [f"a tabby cat {i}" for i in range(40)]
+    texts[27] = None
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(pa.table({"TEXT": texts}), path, write_statistics=False)  # no footer shortcut
+    plan = plan_inputs([str(path)], Columns(), shard_rows=20)
+    stage = MatchStage(read_vocab(paper_vocab_path), PAPER, plan)
+    stage.process_batches(iter_shard(plan.shards[0], plan, batch_rows=6), plan.shards[0])
+    with pytest.raises(LaionetError, match="first at row 27"):
+        stage.process_batches(iter_shard(plan.shards[1], plan, batch_rows=6), plan.shards[1])
+
+
+def test_arrays_built_from_buffers_equal_pyarrows():
+    from laionet.io.arrays import int64_array, numbers, string_array
+
+    strings = ["tabby", "", "chow chow", "café ☕", "x" * 300]
+    assert string_array(strings).equals(pa.array(strings, pa.string()))
+    assert string_array([]).equals(pa.array([], pa.string()))
+    values = np.array([5, -3, 2**40], dtype=np.int64)
+    assert int64_array(values).equals(pa.array(values))
+    sliced = pa.chunked_array([pa.array([1, 2, 3], pa.int64()).slice(1), pa.array([4], pa.int64())])
+    assert numbers(sliced).tolist() == [2, 3, 4]
+    assert numbers(pa.array([], pa.int64())).tolist() == []

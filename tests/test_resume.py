@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from laionet.io.inputs import Columns
-from laionet.match.stage import MatchStage
+from laionet.match.stage import MatchStage, class_counts
 from laionet.pipeline import RunOptions, run_match
 
 LAIONET = [sys.executable, "-m", "laionet"]
@@ -40,28 +40,32 @@ def test_interrupted_match_resumes_to_the_same_output(tmp_path, big_captions, pa
               candidates=tmp_path / "ref-candidates.parquet", run=RunOptions(progress=False, workers=1))
 
     calls = {"n": 0}
-    original = MatchStage.process
+    original = MatchStage.process_batches
 
-    def crash_after_five(self, table, shard):
+    def crash_after_five(self, tables, shard):
         calls["n"] += 1
         if calls["n"] > 5:
             raise KeyboardInterrupt
-        return original(self, table, shard)
+        return original(self, tables, shard)
 
     out = tmp_path / "matches.parquet"
-    monkeypatch.setattr(MatchStage, "process", crash_after_five)
+    monkeypatch.setattr(MatchStage, "process_batches", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
         run_match([str(big_captions)], paper_vocab_path, out, Columns(), shard_rows=10_000,
                   candidates=tmp_path / "candidates.parquet", run=RunOptions(progress=False, workers=1))
-    assert not out.exists()  # nothing half-written
+    assert not out.exists()  # nothing half-written, and no partial file left beside the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".matches.parquet.work", "ref-candidates.parquet",
+                                                           "reference.parquet"]
     work = tmp_path / ".matches.parquet.work"
     assert len(list((work / "stats").glob("*.json"))) == 5
 
-    monkeypatch.setattr(MatchStage, "process", original)
+    monkeypatch.setattr(MatchStage, "process_batches", original)
     info = run_match([str(big_captions)], paper_vocab_path, out, Columns(), shard_rows=10_000,
                      candidates=tmp_path / "candidates.parquet", run=RunOptions(progress=False, workers=1))
     assert info["shards_resumed"] == 5 and info["shards"] == 20
     assert pq.read_table(out).equals(pq.read_table(reference))
+    # the per-class counts, added up from the shards (5 of them from the first run), are the output's
+    assert info["class_counts"] == class_counts(pq.read_table(out)) and len(info["class_counts"]) > 100
     assert pq.read_table(tmp_path / "candidates.parquet").equals(pq.read_table(tmp_path / "ref-candidates.parquet"))
     assert not work.exists()
 
@@ -84,6 +88,7 @@ def test_killed_process_resumes(tmp_path, big_captions, paper_vocab_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists()
+    assert [p.name for p in tmp_path.glob(".matches.parquet*")] == [".matches.parquet.work"]  # no partial file
     done = len(list(stats.glob("*.json")))
     assert 3 <= done < 20
     rerun = subprocess.run(LAIONET + ["match", *args, "-o", str(out)], capture_output=True, text=True)

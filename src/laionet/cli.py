@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -70,7 +71,42 @@ def _score(kw):
                         checkpoint=kw["checkpoint"], precision=kw["precision"])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Commands that live beside their code, each in its own package: imported only when run (or listed by
+# --help), so that a short `laionet match` does not load the code of a dozen other commands.
+SUBCOMMANDS = {
+    "fetch": "laionet.fetch.cli:command",
+    "predict": "laionet.predict.cli:command",
+    "zeroshot": "laionet.zeroshot.cli:command",
+    "ocr": "laionet.ocr.cli:command",
+    "evaluate": "laionet.evaluate.cli:command",
+    "similarity": "laionet.similarity.cli:command",
+    "index": "laionet.index.cli:index_command",
+    "search": "laionet.index.cli:search_command",
+    "search-dataset": "laionet.index.cli:search_dataset_command",
+    "embed": "laionet.embed.cli:command",
+    "captions": "laionet.captions.cli:group",
+    "compare": "laionet.similarity.compare_cli:command",
+    "thresholds": "laionet.thresholds.cli:command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose SUBCOMMANDS are imported on first use (click's documented lazy-loading pattern)."""
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(SUBCOMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in SUBCOMMANDS and name not in self.commands:
+            module_name, attr = SUBCOMMANDS[name].split(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            if command.name != name:
+                raise RuntimeError(f"{SUBCOMMANDS[name]} is the command {command.name!r}, not {name!r}")
+            self.add_command(command)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="laionet")
 def main():
     """Recreate ImageNet from web image-text data and measure how it differs from ImageNet."""
@@ -221,34 +257,3 @@ def export_labels_command(dataset_parquet, vocab_path, out):
         wnids = read_vocab(vocab_path).column("wnid").to_pylist()
     counts = export_labels(dataset_parquet, out, wnids)
     echo(format_counts("export-labels", counts) + f" -> {out}")
-
-
-def _register_subcommands() -> None:
-    """Commands that live beside their code, each in its own package."""
-    from laionet.captions.cli import group as captions_group
-    from laionet.embed.cli import command as embed_command
-    from laionet.evaluate.cli import command as evaluate_command
-    from laionet.fetch.cli import command as fetch_command
-    from laionet.index.cli import index_command, search_command, search_dataset_command
-    from laionet.ocr.cli import command as ocr_command
-    from laionet.predict.cli import command as predict_command
-    from laionet.similarity.cli import command as similarity_command
-    from laionet.similarity.compare_cli import command as compare_command
-    from laionet.thresholds.cli import command as thresholds_command
-    from laionet.zeroshot.cli import command as zeroshot_command
-
-    main.add_command(fetch_command)
-    main.add_command(predict_command)
-    main.add_command(zeroshot_command)
-    main.add_command(ocr_command)
-    main.add_command(evaluate_command)
-    main.add_command(similarity_command)
-    for command in (index_command, search_command, search_dataset_command):
-        main.add_command(command)
-    main.add_command(embed_command)
-    main.add_command(captions_group)
-    main.add_command(compare_command)
-    main.add_command(thresholds_command)
-
-
-_register_subcommands()

@@ -16,7 +16,7 @@ from laionet.errors import LaionetError
 from laionet.io.inputs import Columns, InputPlan, plan_inputs
 from laionet.io.manifest import new_manifest, read_manifest, write_manifest
 from laionet.io.shards import workdir_beside
-from laionet.match.stage import MatchStage, class_counts, input_column_name
+from laionet.match.stage import MatchStage, input_column_name
 from laionet.presets import Preset, get_preset
 from laionet.progress import echo
 from laionet.runners import check_runner, run_stage
@@ -85,10 +85,6 @@ def _plan_fingerprint(plan: InputPlan) -> dict:
             "uid_scheme": plan.uid_scheme, "shards": len(plan.shards)}
 
 
-def _class_counts(matches_path: Path) -> dict[str, int]:
-    return class_counts(pq.ParquetFile(matches_path).read(columns=["uid", "wnid"]))
-
-
 # ---- vocab -----------------------------------------------------------------------------------------
 
 def run_vocab(source: str, preset: str, out: Path) -> dict:
@@ -112,14 +108,15 @@ def run_match(inputs: list[str], vocab_path: Path, out: Path, columns: Columns, 
         outputs["candidates"] = candidates
     fingerprint = {"stage": "match", "plan": _plan_fingerprint(plan), "preset": preset_obj.name,
                    "vocab": vocab_info(vocab), "lemmas": len(stage.lemma_to_wnid),
-                   "candidates": candidates is not None, "skip_null_text": plan.skip_null_text}
+                   "candidates": candidates is not None, "skip_null_text": plan.skip_null_text,
+                   "class_counts_per_shard": True}  # older work folders lack them: not resumed
     if run.overwrite:
         from laionet.io.shards import ShardStore
 
         ShardStore(workdir_beside(out), [], {}).reset()
     result = run_stage(stage, plan, outputs, workdir_beside(out), fingerprint, run.runner, run.workers,
                        run.ray_address, run.progress)
-    class_counts = _class_counts(out)
+    class_counts = dict(sorted(result.counts.pop("class_counts", {}).items()))
     return {
         "preset": preset_obj.name, "engine": stage.matcher.engine_name, "uid_scheme": plan.uid_scheme,
         "text_col": input_column_name(plan.text_col),

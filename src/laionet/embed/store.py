@@ -124,7 +124,8 @@ class EmbeddingSet:
             return np.arange(len(matrix), dtype=np.int64), np.asarray(matrix, dtype=dtype)
         schema = self._schema(part)
         if schema.field(EMBEDDING).type.list_size != self.dim:
-            raise LaionetError(f"{part}: dimension {schema.field(EMBEDDING).type.list_size}, the first part has {self.dim}")
+            raise LaionetError(f"{part}: dimension {schema.field(EMBEDDING).type.list_size}, "
+                               f"the first part has {self.dim}")
         table = pq.read_table(part, columns=[UID, EMBEDDING])
         uids = table.column(UID).to_numpy().astype(np.int64, copy=False)
         return uids, np.ascontiguousarray(vectors_of(table.column(EMBEDDING)), dtype=dtype)

@@ -2,15 +2,16 @@
 
 Each stage writes one parquet file per shard and output name into a work folder, to a temporary name
 first and renamed when complete, with the shard's counts in a JSON file beside it. A shard whose files
-exist is done: a rerun skips it, so nothing is computed twice, lost or duplicated. When all shards are
-done their files are concatenated, in shard order, into the stage's outputs (or, for outputs too big for
-one file, such as embeddings, renamed into a folder of parts) and the work folder is removed. The work
-folder remembers what it was started with; a rerun with other inputs or parameters is refused rather
-than mixed in.
+exist is done: a rerun skips it, so nothing is computed twice, lost or duplicated. The shard files are
+concatenated, in shard order, into the stage's outputs while later shards still run (`OrderedConcat`),
+or, for outputs too big for one file such as embeddings, renamed into a folder of parts; then the work
+folder is removed. The work folder remembers what it was started with; a rerun with other inputs or
+parameters is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -63,18 +64,16 @@ class ShardStore:
     def stats(self, shard_name: str) -> dict:
         return json.loads(self._stats_file(shard_name).read_text(encoding="utf-8"))
 
-    def concatenate(self, output: str, shard_names: list[str], path: str | Path, schema: pa.Schema,
-                    row_group_size: int = 128 * 1024) -> int:
-        """Stream the shard files of `output`, in order, into one parquet file. Returns its row count."""
-        rows = 0
-        with atomic_path(path) as tmp:
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for name in shard_names:
-                    table = pq.ParquetFile(self._file(output, name)).read()  # no pyarrow.dataset (pandas) import
-                    if table.num_rows:
-                        writer.write_table(table.cast(schema), row_group_size=row_group_size)
-                        rows += table.num_rows
-        return rows
+    def concatenate(self, output: str, shard_names: list[str], path: str | Path, schema: pa.Schema) -> int:
+        """Concatenate the shard files of `output`, in order, into one parquet file. Returns its row count."""
+        return self.concatenation(output, shard_names, path, schema).finish()
+
+    def concatenation(self, output: str, shard_names: list[str], path: str | Path,
+                      schema: pa.Schema) -> OrderedConcat:
+        """An `OrderedConcat` of the shard files of `output` into `path`, fed shard by shard as they finish.
+        The growing file lives in the work folder, so a killed run leaves nothing beside `path`."""
+        return OrderedConcat([self._file(output, name) for name in shard_names], path, schema,
+                             self.workdir / f"{output}.concat.parquet")
 
     def publish_parts(self, output: str, shard_names: list[str], folder: str | Path,
                       part_name=lambda index: f"part-{index:05d}.parquet") -> list[int]:
@@ -95,6 +94,79 @@ class ShardStore:
 
     def first_schema(self, output: str, shard_names: list[str]) -> pa.Schema:
         return pq.read_schema(self._file(output, shard_names[0]))
+
+
+class OrderedConcat:
+    """Writes a list of shard files into one parquet file, in list order, while later shards still run.
+
+    `ready(i)` says that file i is complete; every file from the first not yet written up to the first not
+    ready is then appended, so the writing overlaps the work on the remaining shards instead of following
+    it. `finish()` appends the rest and moves the file into place; until then it is written at `tmp` (in
+    the work folder), and `abort()` (or an error in `finish`) removes it: a reader never sees half an
+    output, and a killed run leaves nothing beside it.
+    """
+
+    ROW_GROUP_ROWS = 128 * 1024
+
+    def __init__(self, files: list[Path], path: str | Path, schema: pa.Schema, tmp: Path):
+        self.files, self.path, self.schema, self.tmp = files, Path(path), schema, tmp
+        self.rows = 0
+        self._ready: set[int] = set()
+        self._next = 0  # the first file not yet written
+        self._writer: pq.ParquetWriter | None = None
+
+    def ready(self, index: int, write: bool = True) -> None:
+        """File `index` is complete; with `write`, append what can be appended now."""
+        self._ready.add(index)
+        if write:
+            self._append_ready()
+
+    def finish(self) -> int:
+        """Append every remaining file (all must be complete), move the result into place; its row count."""
+        try:
+            self._ready.update(range(len(self.files)))
+            self._append_ready()
+            self._open()  # an output with no rows is still a file, with the schema
+            writer, self._writer = self._writer, None
+            writer.close()
+            _move_into_place(self.tmp, self.path)
+            return self.rows
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the partial file (a no-op after `finish`)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
+
+    def _open(self) -> None:
+        if self._writer is None:
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.tmp, self.schema)
+
+    def _append_ready(self) -> None:
+        while self._next < len(self.files) and self._next in self._ready:
+            table = pq.ParquetFile(self.files[self._next]).read()  # no pyarrow.dataset (pandas) import
+            if table.num_rows:
+                self._open()
+                self._writer.write_table(table.cast(self.schema), row_group_size=self.ROW_GROUP_ROWS)
+                self.rows += table.num_rows
+            self._next += 1
+
+
+def _move_into_place(source: Path, path: Path) -> None:
+    """Rename `source` onto `path`; across filesystems, copy it beside `path` first, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with atomic_path(path) as tmp:
+            shutil.copyfile(source, tmp)
+        source.unlink()
 
 
 @dataclass

@@ -45,9 +45,9 @@ class HyperscanEngine:
         self._hs = hyperscan
         self._lengths = np.array([len(p) for p in patterns], dtype=np.int64)
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        expressions = [_escape(p) for p in patterns]
-        self._db.compile(expressions=expressions, ids=list(range(len(patterns))), elements=len(patterns),
-                         flags=[0] * len(patterns))
+        # the pure-literal compiler: patterns are taken byte for byte (no escaping), and it compiles faster
+        self._db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns),
+                         flags=0, literal=True)
         self._local = threading.local()  # a scratch space per thread
 
     def find(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -64,11 +64,6 @@ class HyperscanEngine:
         self._db.scan(data, match_event_handler=on_match, scratch=scratch)
         pattern_ids = np.asarray(ids, dtype=np.int64)
         return pattern_ids, np.asarray(ends, dtype=np.int64) - self._lengths[pattern_ids]
-
-
-def _escape(pattern: bytes) -> bytes:
-    """A literal as a Hyperscan expression: every byte as \\xHH (exact, whatever the byte)."""
-    return b"".join(b"\\x%02x" % byte for byte in pattern)
 
 
 def hyperscan_available() -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from laionet.io.arrays import int64_array, numbers, string_array
 from laionet.match import normalize
 from laionet.match.engines import make_engine
 from laionet.match.haystack import Haystack, build_haystack
@@ -25,7 +26,8 @@ class Matcher:
     def __init__(self, lemma_to_wnid: dict[str, str], preset: Preset, engine: str = "auto"):
         self.preset = preset
         self.lemmas = list(lemma_to_wnid)
-        self.wnids = np.array([lemma_to_wnid[lemma] for lemma in self.lemmas], dtype=object)
+        self._lemma_names = string_array(self.lemmas)
+        self._wnid_of_lemma = string_array([lemma_to_wnid[lemma] for lemma in self.lemmas])
         # Two lemmas of one class may share a normalised pattern: the first one names the match.
         pattern_to_lemma: dict[str, int] = {}
         for index, pattern in enumerate(normalize.patterns(self.lemmas, preset)):
@@ -44,11 +46,11 @@ class Matcher:
         if self.engine is None or len(texts) == 0:
             return MATCHES_SCHEMA.empty_table()
         rows, lemma_ids = self.find(texts)
-        uids = np.asarray(uids.to_numpy() if isinstance(uids, pa.Array) else uids.to_numpy())
+        lemma_ids = int64_array(lemma_ids)
         return pa.table({
-            "uid": pa.array(uids[rows], pa.int64()),
-            "wnid": pa.array(self.wnids[lemma_ids], pa.string()),
-            "lemma": pa.array(np.array(self.lemmas, dtype=object)[lemma_ids], pa.string()),
+            "uid": int64_array(numbers(uids)[rows]),
+            "wnid": self._wnid_of_lemma.take(lemma_ids),
+            "lemma": self._lemma_names.take(lemma_ids),
         }, schema=MATCHES_SCHEMA)
 
     def find(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:

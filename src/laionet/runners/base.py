@@ -8,14 +8,13 @@ state; `setup()` loads whatever it needs (a model) once per worker. Runners only
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
 
-from laionet.io.inputs import InputPlan, Shard, read_shard
+from laionet.io.inputs import InputPlan, Shard, iter_shard, read_shard
 from laionet.io.shards import ShardStore
 
 
@@ -54,9 +53,14 @@ class StageResult:
 
 
 def process_shard(stage: Stage, plan: InputPlan, shard: Shard, store: ShardStore) -> dict:
-    """Read, process and write one shard; returns its counts. Safe to run again after a crash."""
-    table = read_shard(shard, plan, stage.columns)
-    tables, counts = stage.process(table, shard)
+    """Read, process and write one shard; returns its counts. Safe to run again after a crash.
+
+    A stage with a `process_batches(tables, shard)` method gets the shard as consecutive slices, each
+    decoded just before it is needed (`iter_shard`); others get it whole."""
+    if hasattr(stage, "process_batches"):
+        tables, counts = stage.process_batches(iter_shard(shard, plan, stage.columns), shard)
+    else:
+        tables, counts = stage.process(read_shard(shard, plan, stage.columns), shard)
     store.write(shard.name, tables, counts)
     return counts
 
@@ -66,33 +70,61 @@ def run_stage(stage: Stage, plan: InputPlan, outputs: dict[str, str | Path | Par
               ray_address: str | None = None, progress: bool = True) -> StageResult:
     store = ShardStore(workdir, list(stage.outputs), fingerprint)
     store.open()
-    pending = [s for s in plan.shards if not store.is_done(s.name)]
-    started = time.time()
-    if runner == "ray":
-        from laionet.runners.ray_runner import run_shards_ray
-
-        run_shards_ray(stage, plan, pending, store, ray_address=ray_address, workers=workers,
-                       progress=progress)
-    else:
-        from laionet.runners.local import run_shards_local
-
-        run_shards_local(stage, plan, pending, store, workers=workers, progress=progress)
     names = [s.name for s in plan.shards]
-    counts: Counter = Counter()
-    for name in names:
-        counts.update(store.stats(name))
-    result = StageResult(counts=dict(counts), shards=len(names), resumed=len(names) - len(pending))
+    done_before = {s.index for s in plan.shards if store.is_done(s.name)}  # by an earlier, interrupted run
+    pending = [s for s in plan.shards if s.index not in done_before]
+    started = time.time()
+    # single-file outputs are written while the shards run, each shard as soon as it and those before it
+    # are done (the runners report finished shards through `shard_done`)
     input_schema = _input_schema(plan, stage.columns)
-    for output, path in outputs.items():
-        if isinstance(path, PartsFolder):
-            result.part_rows[output] = store.publish_parts(output, names, path.path)
-            result.rows[output] = sum(result.part_rows[output])
-            continue
-        schema = stage.output_schema(output, input_schema)
-        result.rows[output] = store.concatenate(output, names, path, schema)
+    concats = {output: store.concatenation(output, names, path, stage.output_schema(output, input_schema))
+               for output, path in outputs.items() if not isinstance(path, PartsFolder)}
+
+    def shard_done(shard: Shard) -> None:
+        for concat in concats.values():
+            concat.ready(shard.index)
+
+    for index in done_before:  # appended with the first new shard, or at the end
+        for concat in concats.values():
+            concat.ready(index, write=False)
+    try:
+        if runner == "ray":
+            from laionet.runners.ray_runner import run_shards_ray
+
+            run_shards_ray(stage, plan, pending, store, ray_address=ray_address, workers=workers,
+                           progress=progress, shard_done=shard_done)
+        else:
+            from laionet.runners.local import run_shards_local
+
+            run_shards_local(stage, plan, pending, store, workers=workers, progress=progress,
+                             shard_done=shard_done)
+        counts: dict = {}
+        for name in names:
+            add_counts(counts, store.stats(name))
+        result = StageResult(counts=counts, shards=len(names), resumed=len(names) - len(pending))
+        for output, path in outputs.items():
+            if isinstance(path, PartsFolder):
+                result.part_rows[output] = store.publish_parts(output, names, path.path)
+                result.rows[output] = sum(result.part_rows[output])
+            else:
+                result.rows[output] = concats[output].finish()
+    finally:
+        for concat in concats.values():
+            concat.abort()
     store.reset()
     result.seconds = time.time() - started
     return result
+
+
+def add_counts(total: dict, counts: dict) -> dict:
+    """Add a shard's counts into `total`: numbers are summed, and so are nested dicts of numbers (such as
+    match's per-class counts)."""
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            add_counts(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def _input_schema(plan: InputPlan, columns: list[str] | None) -> pa.Schema:

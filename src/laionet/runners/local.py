@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 from laionet.io.inputs import InputPlan, Shard
@@ -32,13 +33,15 @@ def default_workers(stage: Stage) -> int:
 
 
 def run_shards_local(stage: Stage, plan: InputPlan, shards: list[Shard], store: ShardStore,
-                     workers: int | None = None, progress: bool = True) -> None:
+                     workers: int | None = None, progress: bool = True,
+                     shard_done: Callable[[Shard], None] | None = None) -> None:
+    """Process `shards`; `shard_done(shard)` is called in this thread as each one is written."""
     total_rows = sum(s.num_rows for s in plan.shards)
     bar = Progress(stage.name, total_rows, initial=total_rows - sum(s.num_rows for s in shards), enabled=progress)
     try:
         if shards:
             stage.setup()
-            _run(stage, plan, shards, store, workers or default_workers(stage), bar)
+            _run(stage, plan, shards, store, workers or default_workers(stage), bar, shard_done)
     finally:
         bar.close()
 
@@ -115,7 +118,8 @@ def _pool(stage: Stage, plan: InputPlan, store: ShardStore, workers: int) -> tup
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"laionet-{stage.name}"), False
 
 
-def _run(stage: Stage, plan: InputPlan, shards: list[Shard], store: ShardStore, workers: int, bar: Progress) -> None:
+def _run(stage: Stage, plan: InputPlan, shards: list[Shard], store: ShardStore, workers: int, bar: Progress,
+         shard_done: Callable[[Shard], None] | None) -> None:
     todo = iter(shards)
     pool, forked = _pool(stage, plan, store, workers)
     running: dict = {}
@@ -134,6 +138,8 @@ def _run(stage: Stage, plan: InputPlan, shards: list[Shard], store: ShardStore, 
                 shard = running.pop(future)
                 future.result()  # a worker's error surfaces here, in the main thread
                 bar.update(shard.num_rows)
+                if shard_done is not None:
+                    shard_done(shard)
     finally:
         # on an error or Ctrl-C, start nothing new; shards already written stay for the resume
         pool.shutdown(wait=True, cancel_futures=True)

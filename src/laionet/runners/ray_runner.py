@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from laionet.errors import LaionetError
@@ -55,7 +56,9 @@ class ShardWorker:
 
 
 def run_shards_ray(stage: Stage, plan: InputPlan, shards: list[Shard], store: ShardStore,
-                   ray_address: str | None = None, workers: int | None = None, progress: bool = True) -> None:
+                   ray_address: str | None = None, workers: int | None = None, progress: bool = True,
+                   shard_done: Callable[[Shard], None] | None = None) -> None:
+    """Process `shards` on Ray; `shard_done(shard)` is called in the driver as each one is written."""
     try:
         import ray
         import ray.data
@@ -82,6 +85,8 @@ def run_shards_ray(stage: Stage, plan: InputPlan, shards: list[Shard], store: Sh
                 if row["error"]:
                     raise LaionetError(row["error"])
                 bar.update(int(row["rows"]))
+                if shard_done is not None:
+                    shard_done(plan.shards[int(row["shard"])])
     finally:
         if bar is not None:
             bar.close()
