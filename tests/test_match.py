@@ -293,3 +293,31 @@ def test_arrays_built_from_buffers_equal_pyarrows():
     sliced = pa.chunked_array([pa.array([1, 2, 3], pa.int64()).slice(1), pa.array([4], pa.int64())])
     assert numbers(sliced).tolist() == [2, 3, 4]
     assert numbers(pa.array([], pa.int64())).tolist() == []
+
+
+def test_a_match_worker_loads_neither_pandas_nor_numpy_ma(tmp_path, paper_vocab_path, sample_parquet):
+    """Each import in a forked worker delays every shard's start: a worker's whole shard, read to write,
+    must not load pandas (0.3 s) or numpy.ma (15 ms; np.unique and pa.array/pa.scalar load it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from laionet.io.inputs import Columns, plan_inputs\n"
+            "from laionet.io.shards import ShardStore\n"
+            "from laionet.match.stage import MatchStage\n"
+            "from laionet.presets import PAPER\n"
+            "from laionet.runners.base import process_shard\n"
+            "from laionet.runners.local import _forked_init\n"
+            "from laionet.vocab.build import read_vocab\n"
+            f"plan = plan_inputs([{str(sample_parquet)!r}], Columns())\n"
+            f"stage = MatchStage(read_vocab({str(paper_vocab_path)!r}), PAPER, plan, keep_candidates=True)\n"
+            "stage.setup()\n"
+            "assert 'numpy.ma' not in sys.modules and 'pandas' not in sys.modules\n"
+            "_forked_init()\n"
+            f"store = ShardStore({str(tmp_path / 'work')!r}, list(stage.outputs), {{}})\n"
+            "store.open()\n"
+            "counts = process_shard(stage, plan, plan.shards[0], store)\n"
+            "assert counts['matches'] > 100, counts\n"
+            "loaded = [m for m in ('pandas', 'numpy.ma') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

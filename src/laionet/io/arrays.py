@@ -33,3 +33,8 @@ def numbers(array: pa.Array | pa.ChunkedArray, dtype=np.int64) -> np.ndarray:
     if len(array) == 0:
         return np.empty(0, dtype=dtype)
     return np.frombuffer(array.buffers()[1], dtype=dtype)[array.offset:array.offset + len(array)]
+
+
+def large_string_scalar(value: str) -> pa.Scalar:
+    """A large_string scalar, for compute kernels (`pa.scalar` converts through the same lookups)."""
+    return string_array([value]).cast(pa.large_string())[0]

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from laionet.io.arrays import large_string_scalar
+
 # bytes.translate table: string.punctuation -> space. ASCII bytes never occur inside a multi-byte UTF-8
 # sequence, so a byte-wise translation is exactly the original character-wise replacement (spec §1.3).
 PUNCTUATION_TO_SPACE = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
@@ -33,12 +35,13 @@ def build_haystack(texts: pa.Array | pa.ChunkedArray, pad: str, strip_punctuatio
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks() if texts.num_chunks != 1 else texts.chunk(0)
     texts = texts.cast(pa.large_string())  # int64 offsets: a batch may hold more than 2 GiB of text
+    empty = large_string_scalar("")
     if texts.null_count:
-        texts = pc.fill_null(texts, "")  # a null caption matches nothing (callers count or reject them)
+        texts = pc.fill_null(texts, empty)  # a null caption matches nothing (callers count or reject them)
     if strip_punctuation:  # before padding, so that the padded Arrow buffer is scanned in place
         texts = _translated(texts, PUNCTUATION_TO_SPACE)
-    pad_scalar = pa.scalar(pad, pa.large_string())
-    padded = pc.binary_join_element_wise(pad_scalar, texts, pad_scalar, pa.scalar("", pa.large_string()))
+    pad_scalar = large_string_scalar(pad)
+    padded = pc.binary_join_element_wise(pad_scalar, texts, pad_scalar, empty)
     offsets, data = _values(padded)
     return Haystack(data, offsets)
 

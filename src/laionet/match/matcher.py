@@ -68,7 +68,7 @@ class Matcher:
                 keys.append(rows * len(self.lemmas) + self.pattern_lemma[pattern_ids])
             first_row += len(chunk)
         # one key per (caption, lemma), sorted by caption then vocabulary order
-        keys = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+        keys = sorted_unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
         return np.divmod(keys, len(self.lemmas))
 
     def _haystack(self, texts: pa.Array) -> Haystack:
@@ -78,6 +78,14 @@ class Matcher:
 
         normalized = pl.select(normalize.caption_expr(pl.lit(pl.Series(texts)), self.preset)).to_series()
         return build_haystack(normalized.to_arrow(), pad="", strip_punctuation=False)
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of a 1-d array, without np.unique's import of numpy.ma (15 ms in each match worker)."""
+    values = np.sort(values)
+    first = np.ones(len(values), dtype=bool)
+    first[1:] = values[1:] != values[:-1]
+    return values[first]
 
 
 def lemma_table(vocab: pa.Table) -> dict[str, str]:

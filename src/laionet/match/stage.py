@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from laionet.io.arrays import numbers
 from laionet.io.inputs import InputPlan, Shard, null_text_error
-from laionet.match.matcher import MATCHES_SCHEMA, Matcher, lemma_table
+from laionet.match.matcher import MATCHES_SCHEMA, Matcher, lemma_table, sorted_unique
 from laionet.presets import Preset
 
 CANDIDATE_FIELDS = [pa.field("wnid", pa.string()), pa.field("matched_lemmas", pa.list_(pa.string()))]
@@ -80,7 +80,7 @@ class MatchStage:
                 raise null_text_error(shard.path, self.plan.text_col, nulls,
                                       f"first at row {shard.row_start + counts['rows_in'] + first}")
             matches = self.matcher.match(table.column("uid"), texts)
-            matched_uids = np.unique(numbers(matches.column("uid")))
+            matched_uids = sorted_unique(numbers(matches.column("uid")))
             counts["rows_in"] += table.num_rows
             counts["null_text"] += nulls
             counts["matches"] += matches.num_rows
