@@ -454,6 +454,13 @@ def test_search_dataset_join_and_dedup(tmp_path):
     dropped = pq.read_table(tmp_path / "drop.parquet").to_pylist()
     multi = {u for (u, _), n in _count_labels(want).items() if n > 1}
     assert {(r["uid"], r["wnid"]) for r in dropped} == {key for key in want if key[0] not in multi}
+    search_dataset(str(tmp_path / "results.parquet"), [str(tmp_path / "queries.parquet")],
+                   [str(tmp_path / "laion.parquet")], tmp_path / "best.parquet", "wnid", 3, 0.7, multi_label="best")
+    best = {r["uid"]: r["wnid"] for r in pq.read_table(tmp_path / "best.parquet").to_pylist()}
+    best_label = {}  # per uid: the label of its best hit, ties to the smaller query_uid
+    for (uid, label), _ in sorted(want.items(), key=lambda kv: (-kv[1][0], kv[1][1])):
+        best_label.setdefault(uid, label)
+    assert best == best_label and len(best) < len(want)
 
     # what `laionet similarity` reads: unique uids, a label column, an image column
     from laionet.similarity.run import read_labelled_items

@@ -70,30 +70,26 @@ def label_hits(results: pa.Table, labels: pa.Table, label_col: str, top: int, mi
     counts["hits_kept"] = hits.num_rows
     joined = hits.join(labels, "query_uid", join_type="inner")
     counts["hits_with_label"] = joined.num_rows
-    # best score first, ties by query_uid, so "first per group" below is deterministic
+    # best score first, ties by query_uid, so "first row of each group" below is deterministic
     joined = joined.sort_by([("score", "descending"), ("query_uid", "ascending"), ("uid", "ascending")])
-    uid = joined.column("uid").to_numpy()
-    label = joined.column(label_col).to_pylist()
-    seen: set = set()
-    keep = np.zeros(len(uid), dtype=bool)
-    for i, key in enumerate(zip(uid.tolist(), label)):
-        if key not in seen:
-            seen.add(key)
-            keep[i] = True
-    pairs = joined.filter(pa.array(keep))
+    pairs = _first_per_group(joined, ["uid", label_col])  # one row per (uid, label), its best hit
     labels_per_uid = pc.value_counts(pairs.column("uid"))
-    multi = {item["values"].as_py() for item in labels_per_uid if item["counts"].as_py() > 1}
-    counts["rows_with_several_labels"] = len(multi)
-    if multi_label == "drop" and multi:
-        pairs = pairs.filter(pc.invert(pc.is_in(pairs.column("uid"), pa.array(sorted(multi), pa.int64()))))
+    several = labels_per_uid.field("values").filter(pc.greater(labels_per_uid.field("counts"), 1))
+    counts["rows_with_several_labels"] = len(several)
+    if multi_label == "drop" and len(several):
+        pairs = pairs.filter(pc.invert(pc.is_in(pairs.column("uid"), several)))
     elif multi_label == "best":
-        first = {}
-        for i, u in enumerate(pairs.column("uid").to_pylist()):  # pairs are best-first
-            first.setdefault(u, i)
-        pairs = pairs.take(pa.array(sorted(first.values()), pa.int64()))
+        pairs = _first_per_group(pairs, ["uid"])  # pairs are still best-first
     pairs = pairs.select(["uid", label_col, "query_uid", "score"]).sort_by([(label_col, "ascending"),
                                                                             ("uid", "ascending")])
     return pairs, counts
+
+
+def _first_per_group(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The first row of each group of equal `keys`, in table order (a group_by over row numbers)."""
+    numbered = table.append_column("_row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    first = numbered.group_by(keys, use_threads=False).aggregate([("_row", "min")]).column("_row_min")
+    return table.take(first.sort())  # the first rows, back in table order
 
 
 def read_collection_rows(collection: list[str], uids: np.ndarray, text_col: str | None) -> pa.Table:
