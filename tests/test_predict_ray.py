@@ -56,3 +56,17 @@ def test_ray_runner_equals_local(folder, tiny_vit, tmp_path):
         assert len(failed) == 1 and failed[0]["top5"] is None and failed[0]["error"]
         assert sum(row["status"] == "ok" for row in table.to_pylist()) == 12
     assert not (tmp_path / ".ray.parquet.work").exists()  # the work folder is gone
+
+
+def test_ray_runner_in_windows_equals_local(folder, tiny_vit, tmp_path, monkeypatch):
+    """Chunks of 5, 5 and 3 rows in windows of at most 8 rows: two pipelines, the same file."""
+    from laionet.predict import ray_run
+
+    assert ray_run._windows([5, 5, 3], 8) == [[0], [1, 2]]
+    assert ray_run._windows([5, 5, 3], 5) == [[0], [1], [2]]
+    assert ray_run._windows([5, 5, 3], 10) == [[0, 1], [2]]
+    assert ray_run._windows([20, 1], 8) == [[0], [1]]  # a chunk bigger than a window is a window
+    monkeypatch.setattr(ray_run, "WINDOW_ROWS", 8)
+    local = pq.read_table(_predict(folder, tiny_vit, tmp_path / "local.parquet", "local"))
+    remote = pq.read_table(_predict(folder, tiny_vit, tmp_path / "ray.parquet", "ray"))
+    assert remote.equals(local) and local.num_rows == 13

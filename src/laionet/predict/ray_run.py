@@ -1,9 +1,10 @@
 """`laionet predict --runner ray`: downloads as Ray Data CPU tasks, the models in a pool of (GPU) actors.
 
-All pending chunks go through one Ray Data pipeline (`map_image_chunks_ray`): their (uid, image) rows ->
-`download_batch` (plain tasks: fetch and decode with `laionet.fetch.iter_images`, the decoded RGB image
-travels re-encoded as lossless PNG) -> `PredictActor` (an actor pool; each actor loads every model once,
-then runs `predict_results`, the local runner's own batching and row assembly). The driver gathers each
+The pending chunks go through one Ray Data pipeline per window of a million rows (`map_image_chunks_ray`):
+their (uid, image) rows -> `download_batch` (plain tasks: fetch and decode with `laionet.fetch.iter_images`,
+the decoded RGB image travels re-encoded as lossless PNG) -> `PredictActor` (an actor pool; each actor
+loads every model once per window, then runs `predict_results`, the local runner's own batching and row
+assembly). The driver gathers each
 chunk's rows as they come back and writes a chunk through the same ShardStore as the local runner as soon as
 it is complete, so the work folder, resume and the final file are the same whichever runner ran the chunk.
 """
@@ -23,6 +24,9 @@ from laionet.errors import LaionetError
 from laionet.predict.run import OUTPUT, SCHEMA, PredictOptions, _iter_images, _LocalResult, _one_line, predict_results
 
 DOWNLOAD_ROWS = 256  # rows per download task
+# rows handed to one Ray Data pipeline: what sits in the object store at a time, however many images are
+# pending; the actors (and their models) are started once per window
+WINDOW_ROWS = 1_000_000
 DOWNLOADED = pa.schema([("uid", pa.int64()), ("status", pa.string()), ("error", pa.string()),
                         ("png", pa.binary())])
 # the predictions plus what the driver needs: the fetch status (the chunk's stats), the device, a LaionetError
@@ -113,7 +117,8 @@ def predict_chunks_ray(chunks: list[tuple[str, pa.Table]], store, options: Predi
 def map_image_chunks_ray(chunks: list[tuple[str, pa.Table]], options, actor, actor_args: tuple, bar=None):
     """Yield (name, output tables) for each (name, chunk of uid and image), as each chunk completes.
 
-    One Ray Data pipeline over all the chunks, so the models load once per actor, not once per chunk: the
+    One Ray Data pipeline per window of WINDOW_ROWS rows of chunks, so the models load once per actor and
+    window, not once per chunk, and the object store holds one window's rows at a time: the
     images are downloaded in Ray CPU tasks (DOWNLOAD_ROWS rows each), then `actor` (a Ray Data actor class
     returning rows with `uid` and `run_error`; one actor per GPU when the cluster has GPUs, else one on a
     CPU) runs over the downloaded batches of `options.batch_size`. An output row belongs to the chunk of its
@@ -141,29 +146,45 @@ def map_image_chunks_ray(chunks: list[tuple[str, pa.Table]], options, actor, act
         with quiet_ray_data(ray):
             gpus = int(ray.cluster_resources().get("GPU", 0))
             size, remote_args = (gpus, {"num_gpus": 1}) if gpus else (1, {"num_gpus": 0, "num_cpus": 1})
-            blocks = [table.slice(start, DOWNLOAD_ROWS) for table in inputs
-                      for start in range(0, table.num_rows, DOWNLOAD_ROWS)]
-            downloaded = ray.data.from_arrow(blocks).map_batches(
-                download_batch, batch_size=DOWNLOAD_ROWS, batch_format="pyarrow", fn_args=(options.fetch,))
-            mapped = downloaded.map_batches(actor, batch_size=options.batch_size, batch_format="pyarrow",
-                                            fn_constructor_args=actor_args,
-                                            compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
-            for part in mapped.iter_batches(batch_format="pyarrow", batch_size=None):
-                errors = [e for e in part.column("run_error").to_pylist() if e]
-                if errors:
-                    raise LaionetError(errors[0])
-                for index, piece in chunk_of.split(part):
-                    collected[index].append(piece)
-                    uids = len(set(piece.column("uid").to_pylist()))  # predict: one row per model and uid
-                    waiting[index] -= uids
-                    if bar is not None:
-                        bar.update(uids)
-                    if waiting[index] == 0:
-                        yield chunks[index][0], collected[index]
-                        collected[index] = []
+            for window in _windows([table.num_rows for table in inputs], WINDOW_ROWS):
+                blocks = [inputs[index].slice(start, DOWNLOAD_ROWS) for index in window
+                          for start in range(0, inputs[index].num_rows, DOWNLOAD_ROWS)]
+                if not blocks:
+                    continue
+                downloaded = ray.data.from_arrow(blocks).map_batches(
+                    download_batch, batch_size=DOWNLOAD_ROWS, batch_format="pyarrow", fn_args=(options.fetch,))
+                mapped = downloaded.map_batches(actor, batch_size=options.batch_size, batch_format="pyarrow",
+                                                fn_constructor_args=actor_args,
+                                                compute=ray.data.ActorPoolStrategy(size=size), **remote_args)
+                for part in mapped.iter_batches(batch_format="pyarrow", batch_size=None):
+                    errors = [e for e in part.column("run_error").to_pylist() if e]
+                    if errors:
+                        raise LaionetError(errors[0])
+                    for index, piece in chunk_of.split(part):
+                        collected[index].append(piece)
+                        uids = len(set(piece.column("uid").to_pylist()))  # predict: one row per model and uid
+                        waiting[index] -= uids
+                        if bar is not None:
+                            bar.update(uids)
+                        if waiting[index] == 0:
+                            yield chunks[index][0], collected[index]
+                            collected[index] = []
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _windows(rows_per_chunk: list[int], window_rows: int) -> list[list[int]]:
+    """Consecutive chunks grouped into windows of about `window_rows` rows (at least one chunk each)."""
+    windows: list[list[int]] = [[]]
+    rows = 0
+    for index, chunk_rows in enumerate(rows_per_chunk):
+        if windows[-1] and rows + chunk_rows > window_rows:
+            windows.append([])
+            rows = 0
+        windows[-1].append(index)
+        rows += chunk_rows
+    return windows
 
 
 class _ChunkOfUid:
