@@ -2,9 +2,9 @@
 
 The pipeline of `laionet predict --runner ray` (`laionet.predict.ray_run.map_image_chunks_ray`: one Ray Data
 pipeline per window of a million pending rows, downloads as tasks, images as lossless PNG) with `EmbedActor`
-(loads the embedder once per window, then runs `embed_results`, the local runner's own batching). The driver puts each chunk back
-in uid order and writes it through the same ShardStore as the local runner, so the work folder, resume and
-the output are the same whichever runner ran the chunk.
+(loads the embedder once per window, then runs `embed_results`, the local runner's own batching). The
+driver puts each chunk back in uid order and writes it through the same ShardStore as the local runner, so
+the work folder, resume and the output are the same whichever runner ran the chunk.
 """
 
 from __future__ import annotations

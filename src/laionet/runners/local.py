@@ -20,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, T
 
 from laionet.io.inputs import InputPlan, Shard
 from laionet.io.shards import ShardStore
+from laionet.memory import keep_freed_memory
 from laionet.progress import Progress
 from laionet.runners.base import Stage, process_shard
 
@@ -50,7 +51,7 @@ def _forked_init() -> None:
     """Run once in each forked worker, before its first shard."""
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas)
-    _keep_freed_memory()
+    keep_freed_memory()  # the CLI has done it already; not a caller of the Python API
     _no_huge_pages()
 
 
@@ -66,22 +67,6 @@ class _NoPandas:
         if name.partition(".")[0] == "pandas":
             raise ModuleNotFoundError("pandas is not available in laionet's forked workers", name=name)
         return None
-
-
-def _keep_freed_memory() -> None:
-    """Have glibc keep freed blocks of up to 32 MiB for reuse instead of unmapping them.
-
-    A worker allocates and frees the same few buffers of a few MB for every slice of every shard (the
-    matcher's haystack). By default glibc maps such blocks afresh, and the kernel zeroes every page again
-    on first touch: that was half the page faults of a run."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks below it come from the heap
-    mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: free heap kept up to this size
 
 
 def _no_huge_pages() -> None:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from laionet.errors import LaionetError
 from laionet.io.inputs import InputPlan, Shard
 from laionet.io.shards import ShardStore
+from laionet.memory import worker_env
 from laionet.progress import Progress
 from laionet.runners.base import Stage, process_shard
 
@@ -115,6 +116,8 @@ def init_ray(ray, address: str | None) -> bool:
         return False
     options = dict(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
                    logging_level=logging.WARNING)
+    if worker_env():  # the workers keep freed memory as laionet's own processes do (laionet.memory)
+        options["runtime_env"] = {"env_vars": worker_env()}
     if address is None:
         options.update(num_cpus=os.cpu_count() or 1, object_store_memory=OBJECT_STORE_BYTES)
     try:
