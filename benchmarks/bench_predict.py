@@ -48,13 +48,7 @@ def make_dataset(rows: int, path: Path) -> list[str]:
 
 
 def predict_cmd(*args: str) -> list[str]:
-    """`laionet predict` once the lead has registered it; until then the command object itself."""
-    from laionet.cli import main
-
-    if "predict" in getattr(main, "commands", {}):
-        return [sys.executable, "-m", "laionet", "predict", *args]
-    return [sys.executable, "-c", "from laionet.predict.cli import command; command(prog_name='laionet predict')",
-            *args]
+    return [sys.executable, "-m", "laionet", "predict", *args]
 
 
 def run_laionet(data: Path, out: Path, weights: str, batch_size: int, device: str | None) -> dict:
