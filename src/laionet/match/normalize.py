@@ -19,17 +19,20 @@ from laionet.presets import Preset
 if TYPE_CHECKING:  # Polars is imported only where a preset needs it: `paper` starts faster without it
     import polars as pl
 
-# Python's string.punctuation, as a regex class: 0x21-0x2F, 0x3A-0x40, 0x5B-0x60, 0x7B-0x7E.
-ASCII_PUNCTUATION = r"[!-/:-@\[-`{-~]"
-UNICODE_PUNCTUATION = r"[\p{P}\p{S}]"
+# Python's string.punctuation, as the body of a regex class: 0x21-0x2F, 0x3A-0x40, 0x5B-0x60, 0x7B-0x7E.
+ASCII_PUNCTUATION_CLASS = r"!-/:-@\[-`{-~"
+UNICODE_PUNCTUATION_CLASS = r"\p{P}\p{S}"
+ASCII_PUNCTUATION = f"[{ASCII_PUNCTUATION_CLASS}]"
 
 
-def _clean_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
+def _clean_expr(expr: pl.Expr, preset: Preset, space: str = " ") -> pl.Expr:
+    """Lower-cased (with case folding), every run of punctuation, symbols and whitespace as one `space`,
+    no space at either end. One regex pass does what "punctuation -> space, then collapse whitespace" did
+    in two (the whitespace pass alone took as long as the rest of the normalisation)."""
     if preset.case_fold:
         expr = expr.str.to_lowercase()
-    punctuation = UNICODE_PUNCTUATION if preset.unicode_punctuation else ASCII_PUNCTUATION
-    expr = expr.str.replace_all(punctuation, " ")
-    return expr.str.replace_all(r"\s+", " ").str.strip_chars(" ")
+    punctuation = UNICODE_PUNCTUATION_CLASS if preset.unicode_punctuation else ASCII_PUNCTUATION_CLASS
+    return expr.str.replace_all(f"[{punctuation}\\s]+", space, literal=False).str.strip_chars(" ")
 
 
 def caption_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
@@ -38,11 +41,9 @@ def caption_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
 
     if not preset.normalize_lemmas:  # paper
         return pl.concat_str([pl.lit(" "), expr.str.replace_all(ASCII_PUNCTUATION, " "), pl.lit(" ")])
-    expr = _clean_expr(expr, preset)
-    if preset.longest_match:
-        expr = expr.str.replace_all(" ", "  ", literal=True)
-        return pl.concat_str([pl.lit("  "), expr, pl.lit("  ")])
-    return pl.concat_str([pl.lit(" "), expr, pl.lit(" ")])
+    if preset.longest_match:  # words two spaces apart (see the module docstring)
+        return pl.concat_str([pl.lit("  "), _clean_expr(expr, preset, space="  "), pl.lit("  ")])
+    return pl.concat_str([pl.lit(" "), _clean_expr(expr, preset), pl.lit(" ")])
 
 
 def lemma_key_expr(expr: pl.Expr, preset: Preset) -> pl.Expr:
