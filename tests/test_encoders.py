@@ -324,3 +324,22 @@ def test_bad_arguments(tiny_clip, tmp_path):
     encoder = load_text_encoder(f"hf-clip:{tiny_clip}", device="cpu")
     with pytest.raises(LaionetError, match="batch size"):
         encoder.encode(TEXTS, batch_size=0)
+
+
+def test_model_loads_show_no_loading_bar_and_restore_the_setting():
+    import transformers
+
+    from laionet.score.encoders import no_loading_bar
+
+    bars = transformers.utils.logging
+    assert bars.is_progress_bar_enabled()
+    with no_loading_bar(transformers):
+        assert not bars.is_progress_bar_enabled()
+    assert bars.is_progress_bar_enabled()
+    bars.disable_progress_bar()  # a user who turned them off keeps them off
+    try:
+        with no_loading_bar(transformers):
+            pass
+        assert not bars.is_progress_bar_enabled()
+    finally:
+        bars.enable_progress_bar()

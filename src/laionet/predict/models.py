@@ -167,9 +167,12 @@ def _load_timm(spec: ClassifierSpec, checkpoint: str | None, head_synsets: str |
 
 
 def _load_hf(spec: ClassifierSpec, checkpoint: str | None, head_synsets: str | None):
+    from laionet.score.encoders import no_loading_bar
+
     transformers = _import("transformers")
     source = str(Path(spec.name).expanduser()) if _looks_like_path(spec.name) else spec.name
-    model = transformers.AutoModelForImageClassification.from_pretrained(source)
+    with no_loading_bar(transformers):
+        model = transformers.AutoModelForImageClassification.from_pretrained(source)
     if checkpoint:
         load_state_dict(model, read_state_dict(checkpoint), checkpoint, spec)
     processor = transformers.AutoImageProcessor.from_pretrained(source)

@@ -286,7 +286,8 @@ class _SentenceEncoder(_TorchEncoder):
 
     def _load(self, checkpoint: str | None) -> None:
         sentence_transformers = _import("sentence_transformers", "text")
-        model = sentence_transformers.SentenceTransformer(_pretrained_source(self.spec), device=self.device)
+        with no_loading_bar(_import("transformers", "text")):
+            model = sentence_transformers.SentenceTransformer(_pretrained_source(self.spec), device=self.device)
         if checkpoint:
             # Either the whole SentenceTransformer's state dict or that of its underlying transformer.
             _load_state_dict_file([model, getattr(model[0], "auto_model", None)], checkpoint, self.spec)
@@ -375,12 +376,28 @@ def _load_errors(spec: EncoderSpec) -> Iterator[None]:
 
 @contextmanager
 def _quiet_transformers(transformers) -> Iterator[None]:
+    """No warnings (the caller reports what matters in one line) and no loading bar."""
     previous = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        yield
+        with no_loading_bar(transformers):
+            yield
     finally:
         transformers.logging.set_verbosity(previous)
+
+
+@contextmanager
+def no_loading_bar(transformers) -> Iterator[None]:
+    """No "Loading weights" bar from transformers: a model load takes a second, and its bar would cut
+    through laionet's own progress line. Downloads keep huggingface_hub's bars."""
+    utils_logging = transformers.utils.logging
+    enabled = utils_logging.is_progress_bar_enabled()
+    utils_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            utils_logging.enable_progress_bar()
 
 
 def _first_line(exc: BaseException) -> str:
