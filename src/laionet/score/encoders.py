@@ -260,14 +260,7 @@ class _OpenClipEncoder(_TorchEncoder):
 
     def _load(self, checkpoint: str | None) -> None:
         open_clip = _import("open_clip", "clip")
-        model_name, pretrained = _open_clip_source(self.spec)
-        if checkpoint and pretrained:
-            raise LaionetError(
-                f"'{self.spec}' names pretrained weights '{pretrained}' and a checkpoint was given too: give one"
-            )
-        if not (checkpoint or pretrained or model_name.startswith(_OPEN_CLIP_SCHEMAS)):
-            # open_clip would silently build random weights.
-            raise LaionetError(f"'{self.spec}' names no weights: use open-clip:ARCH/PRETRAINED or give a checkpoint")
+        model_name, pretrained = open_clip_weights(self.spec, checkpoint)
         # pretrained_hf=False: never fetch a text tower's base weights; the CLIP weights replace them anyway.
         model = open_clip.create_model(model_name, pretrained=pretrained, pretrained_hf=False)
         if checkpoint:
@@ -305,6 +298,17 @@ def _pretrained_source(spec: EncoderSpec) -> str:
             raise LaionetError(f"cannot load text encoder '{spec}': no such folder {spec.name}")
         return str(path)
     return spec.name
+
+
+def open_clip_weights(spec: EncoderSpec, checkpoint: str | None) -> tuple[str, str | None]:
+    """open_clip's (model_name, pretrained) for `spec`, refusing a spec whose weights are ambiguous (named
+    and given as a checkpoint) or absent (open_clip would silently build random weights)."""
+    model_name, pretrained = _open_clip_source(spec)
+    if checkpoint and pretrained:
+        raise LaionetError(f"'{spec}' names pretrained weights '{pretrained}' and a checkpoint was given too: give one")
+    if not (checkpoint or pretrained or model_name.startswith(_OPEN_CLIP_SCHEMAS)):
+        raise LaionetError(f"'{spec}' names no weights: use open-clip:ARCH/PRETRAINED or give a checkpoint")
+    return model_name, pretrained
 
 
 def _open_clip_source(spec: EncoderSpec) -> tuple[str, str | None]:

@@ -22,17 +22,16 @@ import numpy as np
 
 from laionet.errors import LaionetError
 from laionet.score.encoders import (
-    _OPEN_CLIP_SCHEMAS,
     EncoderSpec,
     _first_line,
     _import,
     _l2_normalise,
-    _open_clip_source,
     _pretrained_source,
     _to_float32,
     _TorchEncoder,
     check_encoder,
     load_clip_tower,
+    open_clip_weights,
     pick_device,
 )
 
@@ -132,13 +131,7 @@ class _OpenClipImageEncoder(ImageEncoder):
 
     def _load(self, checkpoint: str | None) -> None:
         open_clip = _import("open_clip", "clip")
-        model_name, pretrained = _open_clip_source(self.spec)
-        if checkpoint and pretrained:
-            raise LaionetError(
-                f"'{self.spec}' names pretrained weights '{pretrained}' and a checkpoint was given too: give one"
-            )
-        if not (checkpoint or pretrained or model_name.startswith(_OPEN_CLIP_SCHEMAS)):
-            raise LaionetError(f"'{self.spec}' names no weights: use open-clip:ARCH/PRETRAINED or give a checkpoint")
+        model_name, pretrained = open_clip_weights(self.spec, checkpoint)
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name, pretrained=pretrained, pretrained_text=False
         )
