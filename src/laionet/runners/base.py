@@ -28,6 +28,9 @@ class Stage(Protocol):
 
     def process(self, table: pa.Table, shard: Shard) -> tuple[dict[str, pa.Table], dict]: ...
 
+    # optional: `process_batches(tables, shard)` takes the shard as an iterator of consecutive slices
+    # instead (see `process_shard`); the match stage has it
+
     def output_schema(self, output: str, input_schema: pa.Schema) -> pa.Schema: ...
 
 
