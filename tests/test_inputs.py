@@ -84,3 +84,21 @@ def test_iter_shard_gives_read_shard_in_slices(tmp_path, batch_rows):
                 slices = list(iter_shard(shard, plan, wanted, batch_rows=batch_rows))
                 assert all(0 < t.num_rows <= batch_rows for t in slices)
                 assert pa.concat_tables(slices).equals(read_shard(shard, plan, wanted))
+
+
+def test_a_file_that_cannot_be_mapped_is_read(tmp_path, monkeypatch):
+    """Some FUSE mounts cannot map files: open_parquet falls back to reading them."""
+    from laionet.io import inputs
+
+    path = write(tmp_path / "x.parquet", 3)
+    real = pq.ParquetFile
+
+    def no_mmap(source, memory_map=False, **kwargs):
+        if memory_map:
+            raise OSError("Memory mapping file failed: No such device")
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(inputs.pq, "ParquetFile", no_mmap)
+    assert inputs.open_parquet(str(path)).metadata.num_rows == 3
+    with pytest.raises(LaionetError, match="no such file"):
+        inputs.open_parquet(str(tmp_path / "missing.parquet"))
