@@ -31,6 +31,7 @@ bench: install
 	$(PY) benchmarks/bench_match.py
 	$(PY) benchmarks/bench_score.py
 	$(PY) benchmarks/bench_embed.py
+	$(PY) benchmarks/bench_predict.py
 	$(PY) benchmarks/bench_index.py   # 1M vectors: ~2 GB of embeddings cached in .bench/, several minutes
 
 clean:
