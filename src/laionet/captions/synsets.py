@@ -162,7 +162,7 @@ def synsets_captions(captions_path: str | Path, vocab: str | Path, out: str | Pa
     out = Path(out)
     if options.rule not in RULES:
         raise LaionetError(f"unknown rule {options.rule!r}: use paper or clean")
-    if options.batch_size is not None and options.batch_size < 1 or options.chunk_rows < 1:
+    if (options.batch_size is not None and options.batch_size < 1) or options.chunk_rows < 1:
         raise LaionetError("--batch-size and --chunk-rows must be at least 1")
     spec = check_encoder(options.encoder, options.checkpoint, options.precision)
     wnids, texts = read_queries(vocab, options.query)

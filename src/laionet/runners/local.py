@@ -51,7 +51,7 @@ def _forked_init() -> None:
     """Run once in each forked worker, before its first shard."""
     if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas)
-    keep_freed_memory()  # the CLI has done it already; not a caller of the Python API
+    keep_freed_memory()  # the CLI did this already; a caller of the Python API may not have
     _no_huge_pages()
 
 
